@@ -1,0 +1,79 @@
+"""Building alerts (deterministic ids, facts as text) and the per-type cooldown."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from handlers.ruleset import Ruleset
+from handlers.state import ClientState
+from handlers.timeutil import from_us
+from schemas.alerts import SEVERITY_RANK, Alert
+
+
+def alert_id(client_id: str, alert_type: str, trigger: str) -> str:
+    """Same client, type and trigger give the same id, so a replayed alert stores once."""
+    digest = hashlib.sha256(f"{client_id}\x1f{alert_type}\x1f{trigger}".encode()).hexdigest()
+    return digest[:32]
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What applying one event or one clock advance produced."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    suppressed: list[str] = field(default_factory=list)
+    duplicate: bool = False
+
+    def extend(self, other: Outcome) -> None:
+        self.alerts.extend(other.alerts)
+        self.suppressed.extend(other.suppressed)
+
+
+@dataclass(slots=True)
+class AlertContext:
+    """What every alert of one apply/advance call shares."""
+
+    rules: Ruleset
+    state: ClientState
+    detected_at: datetime
+    outcome: Outcome
+
+    def raise_alert(
+        self,
+        alert_type: str,
+        severity: str,
+        occurred_us: int,
+        trigger: str,
+        title: str,
+        facts: dict[str, str],
+        sources: list[str],
+        tier: str | None = None,
+    ) -> None:
+        """Emit an alert unless its type's cooldown suppresses it (SPEC §4.5)."""
+        state = self.state
+        rank = SEVERITY_RANK[severity]
+        cooldown = self.rules.cooldowns.get(alert_type, 0)
+        if cooldown > 0:
+            last = state.cooldowns.get(alert_type)
+            if last is not None and occurred_us < last[0] + cooldown and rank <= last[1]:
+                self.outcome.suppressed.append(alert_type)
+                return
+            state.cooldowns[alert_type] = [occurred_us, rank]
+        self.outcome.alerts.append(
+            Alert(
+                alert_id=alert_id(state.client_id, alert_type, trigger),
+                type=alert_type,  # type: ignore[arg-type]
+                severity=severity,  # type: ignore[arg-type]
+                client_id=state.client_id,
+                rm_id=state.rm_id,
+                tier=tier if tier is not None else state.tier,  # type: ignore[arg-type]
+                occurred_at=from_us(occurred_us),
+                detected_at=self.detected_at,
+                title=title,
+                facts=facts,
+                rule_version=self.rules.rule_version,
+                source_event_ids=sources,
+            )
+        )

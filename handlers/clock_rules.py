@@ -1,0 +1,126 @@
+"""Rules that fire on the absence of events (SPEC §3 clock, §4.3, §4.4).
+
+Each rule exposes its due time computed from the state alone; `advance` fires
+what is due up to `now` in due-time order. The alert's occurred_at is the due
+time, so when the sweep runs changes only how soon an alert is seen.
+"""
+
+from __future__ import annotations
+
+from handlers.alerting import AlertContext
+from handlers.ruleset import Ruleset
+from handlers.state import ClientState
+from handlers.timeutil import US_PER_DAY, iso
+
+CRITICAL_DORMANCY_TIERS = frozenset({"diamond", "private"})
+_NEVER = 1 << 62
+
+
+def dormancy_due(rules: Ruleset, state: ClientState) -> int | None:
+    if state.closed:
+        return None
+    base = state.last_activity if state.last_activity is not None else state.onboarded_at
+    if base is None or state.dormant_base == base:
+        return None
+    return base + rules.dormancy[state.tier or "mass"]
+
+
+def rm_contact_due(rules: Ruleset, state: ClientState) -> int | None:
+    if state.closed or state.tier is None:
+        return None
+    period = rules.rm_contact.get(state.tier)
+    if period is None or state.tier_since is None:
+        return None
+    anchor = state.tier_since
+    if state.last_rm_contact is not None and state.last_rm_contact > anchor:
+        anchor = state.last_rm_contact
+    if state.rm_contact_alerted_due is not None and state.rm_contact_alerted_due > anchor:
+        anchor = state.rm_contact_alerted_due
+    return anchor + period
+
+
+def maturity_due(state: ClientState) -> int | None:
+    if state.closed or not state.maturities:
+        return None
+    return int(state.maturities[0][0])
+
+
+def next_due(rules: Ruleset, state: ClientState) -> int | None:
+    """Earliest time at which a clock rule of this client fires, if any."""
+    best = _NEVER
+    for due in (dormancy_due(rules, state), rm_contact_due(rules, state), maturity_due(state)):
+        if due is not None and due < best:
+            best = due
+    return None if best == _NEVER else best
+
+
+def advance(ctx: AlertContext, now: int) -> None:
+    """Fire every clock rule due at or before `now`, earliest first."""
+    rules, state = ctx.rules, ctx.state
+    while True:
+        d_due = dormancy_due(rules, state)
+        r_due = rm_contact_due(rules, state)
+        m_due = maturity_due(state)
+        candidates = [(d, i) for i, d in enumerate((d_due, r_due, m_due)) if d is not None and d <= now]
+        if not candidates:
+            return
+        due, which = min(candidates)
+        if which == 0:
+            _fire_dormancy(ctx, due)
+        elif which == 1:
+            _fire_rm_contact(ctx, due)
+        else:
+            _fire_maturity(ctx, due)
+
+
+def _fire_dormancy(ctx: AlertContext, due: int) -> None:
+    rules, state = ctx.rules, ctx.state
+    base = state.last_activity if state.last_activity is not None else state.onboarded_at
+    assert base is not None
+    state.dormant_base = base
+    tier = state.tier or "mass"
+    days = rules.dormancy[tier] // US_PER_DAY
+    since = "last activity" if state.last_activity is not None else "onboarding"
+    ctx.raise_alert(
+        "dormancy",
+        "critical" if tier in CRITICAL_DORMANCY_TIERS else "warning",
+        due,
+        iso(due),
+        f"No customer activity for {days} days",
+        {"quiet_since": iso(base), "counted_from": since, "period_days": str(days), "due_at": iso(due)},
+        [],
+    )
+
+
+def _fire_rm_contact(ctx: AlertContext, due: int) -> None:
+    rules, state = ctx.rules, ctx.state
+    state.rm_contact_alerted_due = due
+    assert state.tier is not None
+    days = rules.rm_contact[state.tier] // US_PER_DAY
+    facts = {
+        "period_days": str(days),
+        "tier_since": iso(state.tier_since or 0),
+        "last_rm_contact": iso(state.last_rm_contact) if state.last_rm_contact is not None else "never",
+        "due_at": iso(due),
+    }
+    ctx.raise_alert("no_rm_contact", "warning", due, iso(due), f"No RM contact for {days} days", facts, [])
+
+
+def _fire_maturity(ctx: AlertContext, due: int) -> None:
+    state = ctx.state
+    _, product_id, maturity_date, amount, currency, event_id = state.maturities.pop(0)
+    state.maturities_fired.append([due, product_id])
+    facts = {"product_id": str(product_id), "maturity_date": str(maturity_date), "due_at": iso(due)}
+    if amount is not None:
+        facts["amount"] = str(amount)
+        if currency is not None:
+            facts["currency"] = str(currency)
+    ctx.raise_alert(
+        "product_maturity",
+        "info",
+        due,
+        f"{product_id}@{iso(due)}",
+        f"Product {product_id} matures on {maturity_date}",
+        facts,
+        [str(event_id)],
+    )

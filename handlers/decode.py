@@ -1,0 +1,109 @@
+"""Bytes off a topic -> a validated event, or the reason it must become a dead letter."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from pydantic import ValidationError
+
+from handlers.ruleset import Ruleset
+from schemas.alerts import DeadLetter
+from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
+from schemas.limits import MAX_MESSAGE_BYTES, MAX_RAW_IN_DEADLETTER
+
+EventKind = Literal["transactions", "interactions", "clients"]
+MODELS: dict[EventKind, type[TransactionEvent] | type[InteractionEvent] | type[ClientEvent]] = {
+    "transactions": TransactionEvent,
+    "interactions": InteractionEvent,
+    "clients": ClientEvent,
+}
+TOPIC_SUFFIXES: dict[str, EventKind] = {
+    "bank.transactions.v1": "transactions",
+    "bank.interactions.v1": "interactions",
+    "bank.clients.v1": "clients",
+}
+_MAX_ERRORS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: str
+    """Short machine code (metric label): empty, too_large, invalid_json, schema, key_mismatch, unknown_currency."""
+    error: str
+    """Which field and why, for people."""
+
+
+def kind_of_topic(topic: str) -> EventKind | None:
+    """Map a (possibly prefixed) topic name to its event kind."""
+    for suffix, kind in TOPIC_SUFFIXES.items():
+        if topic.endswith(suffix):
+            return kind
+    return None
+
+
+def _describe(exc: ValidationError) -> Rejection:
+    errors = exc.errors(include_url=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        msg = next(e["msg"] for e in errors if e["type"] == "json_invalid")
+        return Rejection("invalid_json", f"not valid JSON: {msg}")
+    parts = []
+    for err in errors[:_MAX_ERRORS]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        parts.append(f"{loc}: {err['msg']}")
+    if len(errors) > _MAX_ERRORS:
+        parts.append(f"and {len(errors) - _MAX_ERRORS} more")
+    return Rejection("schema", "; ".join(parts))
+
+
+def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset) -> Event | Rejection:
+    if not raw:
+        return Rejection("empty", "message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        event = MODELS[kind].model_validate_json(raw)
+    except ValidationError as exc:
+        return _describe(exc)
+    if key is not None and key != event.client_id.encode():
+        return Rejection("key_mismatch", "key: does not match client_id (events must be keyed by client_id)")
+    if key is None:
+        return Rejection("key_mismatch", "key: missing (events must be keyed by client_id)")
+    if isinstance(event, TransactionEvent) and event.currency not in rules.fx:
+        return Rejection("unknown_currency", f"currency: no FX rate for {event.currency} in the rules file")
+    return event
+
+
+def dead_letter(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    raw: bytes | None,
+    rejection: Rejection,
+    received_at: datetime,
+) -> DeadLetter:
+    """Keep the original bytes as text, or base64 when they are not UTF-8 (bounded in size)."""
+    body = raw or b""
+    truncated = len(body) > MAX_RAW_IN_DEADLETTER
+    if truncated:
+        body = body[:MAX_RAW_IN_DEADLETTER]
+    try:
+        text, encoding = body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+    key_text = None if key is None else key.decode("utf-8", errors="replace")
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key_text,
+        raw=text,
+        raw_encoding=encoding,  # type: ignore[arg-type]
+        raw_truncated=truncated,
+        error=rejection.error,
+        reason=rejection.reason,
+        received_at=received_at,
+    )

@@ -1,0 +1,31 @@
+"""Times inside the rules are integer microseconds since the epoch (UTC): exact and compact."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time
+
+US_PER_SECOND = 1_000_000
+US_PER_HOUR = 3600 * US_PER_SECOND
+US_PER_DAY = 24 * US_PER_HOUR
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_us(value: datetime) -> int:
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * US_PER_SECOND + delta.microseconds
+
+
+def from_us(us: int) -> datetime:
+    return datetime.fromtimestamp(us // US_PER_SECOND, UTC).replace(microsecond=us % US_PER_SECOND)
+
+
+def iso(us: int) -> str:
+    return from_us(us).isoformat()
+
+
+def midnight_us(day: date) -> int:
+    return to_us(datetime.combine(day, time(0), tzinfo=UTC))
+
+
+def wall_us() -> int:
+    return to_us(datetime.now(UTC))

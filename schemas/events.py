@@ -1,0 +1,136 @@
+"""Input events published by core banking and the CRM (SPEC §2).
+
+These models are the wire contract: unknown fields are ignored so producers can
+add fields without breaking us, while any missing or invalid required field is
+a validation error that the stream turns into a dead letter.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_YEAR
+
+
+def _require_rfc3339_text(value: Any) -> Any:
+    # pydantic also accepts unix numbers for datetimes; the contract is text only.
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 string with an offset")
+    if len(value) > 40:
+        raise ValueError("too long for an RFC 3339 timestamp")
+    return value
+
+
+def _check_year(value: datetime) -> datetime:
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+def _require_iso_date_text(value: Any) -> Any:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or len(value) != 10:
+        raise ValueError("must be a date as YYYY-MM-DD")
+    return value
+
+
+def _reject_bool_amount(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a decimal string or number")
+    return value
+
+
+Timestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_require_rfc3339_text),
+    AfterValidator(_check_year),
+]
+"""An RFC 3339 time that carries an offset; naive times are rejected."""
+
+EventId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+ClientId = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_TEXT_LENGTH)]
+Money = Annotated[
+    Decimal,
+    BeforeValidator(_reject_bool_amount),
+    Field(max_digits=MAX_AMOUNT_DIGITS, decimal_places=MAX_DECIMAL_PLACES, allow_inf_nan=False),
+]
+PositiveMoney = Annotated[Money, Field(gt=0)]
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    event_id: EventId
+    client_id: ClientId
+    occurred_at: Timestamp
+
+
+class Counterparty(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    bank: Literal["internal", "external"]
+    name: ShortText | None = None
+
+
+class TransactionEvent(_Event):
+    account_id: ShortText
+    amount: PositiveMoney
+    currency: Currency
+    direction: Literal["credit", "debit"]
+    kind: Literal["deposit", "withdrawal", "transfer", "payment", "salary", "interest", "fee", "card", "other"]
+    channel: Literal["branch", "atm", "mobile", "online", "phone", "pos", "batch"]
+    initiated_by: Literal["customer", "bank"]
+    balance_after: Money | None = None
+    counterparty: Counterparty | None = None
+
+
+class InteractionEvent(_Event):
+    kind: Literal["visit", "call", "message", "meeting", "complaint", "feedback", "inquiry", "product_purchase"]
+    channel: Literal["branch", "phone", "mobile", "online", "onsite"]
+    initiated_by: Literal["customer", "rm"]
+    rm_id: ShortText | None = None
+    severity: Literal["low", "medium", "high"] | None = None
+    satisfaction: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
+
+
+class Product(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    product_id: ShortText
+    maturity_date: Annotated[date, BeforeValidator(_require_iso_date_text)]
+    amount: PositiveMoney | None = None
+    currency: Currency | None = None
+
+
+class ClientEvent(_Event):
+    kind: Literal["onboarded", "profile_updated", "rm_assigned", "product_maturing", "closed"]
+    rm_id: ShortText | None = None
+    segment: Literal["retail", "corporate"] | None = None
+    product: Product | None = None
+
+    @model_validator(mode="after")
+    def _maturing_names_product(self) -> ClientEvent:
+        if self.kind == "product_maturing" and self.product is None:
+            raise ValueError("product is required when kind is product_maturing")
+        return self
+
+
+Event = TransactionEvent | InteractionEvent | ClientEvent

@@ -1,0 +1,117 @@
+"""The validated rules file: every threshold, window, cooldown, tier floor and FX rate."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from schemas.alerts import ALERT_TYPES, Tier
+
+TIERS: tuple[Tier, ...] = ("mass", "gold", "platinum", "diamond", "private")
+
+NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+Fraction = Annotated[Decimal, Field(ge=0, lt=1, allow_inf_nan=False)]
+Hours = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
+Days = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+
+
+class _Strict(BaseModel):
+    # A typo in a rules file must fail loudly instead of silently using a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TierRules(_Strict):
+    floors: dict[Tier, NonNegative]
+    downgrade_buffer: Fraction = Decimal("0.10")
+    single_limits: dict[Tier, Positive]
+
+    @model_validator(mode="after")
+    def _complete_and_ascending(self) -> TierRules:
+        for name in ("floors", "single_limits"):
+            table = getattr(self, name)
+            missing = [t for t in TIERS if t not in table]
+            if missing:
+                raise ValueError(f"{name} is missing tiers: {', '.join(missing)}")
+        floors = [self.floors[t] for t in TIERS]
+        if floors[0] != 0:
+            raise ValueError("floors.mass must be 0 so every client has a tier")
+        if any(a >= b for a, b in itertools.pairwise(floors)):
+            raise ValueError("floors must rise strictly from mass to private")
+        return self
+
+
+class OutflowRules(_Strict):
+    velocity_window_days: Days = Decimal(7)
+    velocity_warning_multiple: Positive = Decimal(2)
+    velocity_critical_multiple: Positive = Decimal(4)
+    large_critical_multiple: Positive = Decimal(2)
+    drain_window_days: Days = Decimal(30)
+    drain_fraction: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.30")
+    drain_min_tier: Tier = "gold"
+
+
+class DormancyRules(_Strict):
+    days: dict[Tier, Days]
+
+
+class RmContactRules(_Strict):
+    days: dict[Tier, Days]
+    """Tiers absent here are not watched for overdue contact."""
+
+
+class MaturityRules(_Strict):
+    notice_days: Days = Decimal(7)
+
+
+class FirstTxnRules(_Strict):
+    call_within_hours: Hours = Decimal(24)
+
+
+class RulesFile(_Strict):
+    version: str = Field(min_length=1, max_length=64)
+    base_currency: str = Field(pattern=r"^[A-Z]{3}$")
+    fx_rates: dict[Annotated[str, Field(pattern=r"^[A-Z]{3}$")], Positive]
+    """Units of base currency per one unit of the keyed currency."""
+    tiers: TierRules
+    outflows: OutflowRules = OutflowRules()
+    dormancy: DormancyRules
+    rm_contact: RmContactRules
+    maturity: MaturityRules = MaturityRules()
+    first_transaction: FirstTxnRules = FirstTxnRules()
+    cooldown_hours: dict[str, Hours] = {}
+    dedupe_days: Days = Decimal(7)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RulesFile:
+        if self.fx_rates.get(self.base_currency, Decimal(1)) != 1:
+            raise ValueError(f"fx_rates.{self.base_currency} must be 1 (it is the base currency)")
+        unknown = sorted(set(self.cooldown_hours) - set(ALERT_TYPES))
+        if unknown:
+            raise ValueError(f"cooldown_hours names unknown alert types: {', '.join(unknown)}")
+        missing = [t for t in TIERS if t not in self.dormancy.days]
+        if missing:
+            raise ValueError(f"dormancy.days is missing tiers: {', '.join(missing)}")
+        return self
+
+    def content_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
+    @property
+    def rule_version(self) -> str:
+        return f"{self.version}+{self.content_hash()}"
+
+
+def format_errors(errors: list[dict[str, Any]]) -> str:
+    """One line per problem, naming the key path, for operators reading a start-up failure."""
+    lines = []
+    for err in errors:
+        path = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        lines.append(f"  {path}: {err.get('msg', 'invalid')}")
+    return "\n".join(lines)

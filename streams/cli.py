@@ -1,0 +1,193 @@
+"""The `clientpulse` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+
+from handlers.ruleset import RulesError, Ruleset, load_rules
+from streams.settings import ConfigError, Settings, load_settings
+
+
+def _parse_time(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"time needs an offset, e.g. {text}+00:00") from None
+    return value
+
+
+def _load(rules_path: Path | None = None) -> tuple[Settings, Ruleset]:
+    """Settings and rules, or exit with a message naming the problem (nothing consumed yet)."""
+    settings = load_settings()
+    try:
+        rules = load_rules(rules_path or settings.rules_path)
+    except RulesError as exc:
+        raise ConfigError(f"clientpulse: {exc}") from None
+    return settings, rules
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    settings, rules = _load()
+    _setup_logging(settings.log_level)
+    from streams.run import run_worker
+
+    return run_worker(settings, rules)
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    from streams.embedded import EmbeddedBroker
+
+    broker = EmbeddedBroker(port=args.port).start()
+    print(f"Tansu broker listening on {broker.bootstrap} (memory storage); Ctrl-C stops it", flush=True)
+    stop = False
+
+    def _stop(*_: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        while not stop and broker.process is not None and broker.process.poll() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        broker.stop()
+    return 0
+
+
+def cmd_topics(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    from streams.topics import ensure_topics
+
+    created = asyncio.run(ensure_topics(settings))
+    print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
+    return 0
+
+
+def cmd_rules(args: argparse.Namespace) -> int:
+    try:
+        rules = load_rules(args.file)
+    except RulesError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    print(f"{args.file}: valid, rule_version {rules.rule_version}")
+    return 0
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from streams.backtest import run_backtest
+
+    return run_backtest(args.events, args.rules, args.out, args.until, args.summary)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from streams.simulate import run_simulate
+
+    return run_simulate(args)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from streams.demo import run_demo
+
+    return run_demo(args)
+
+
+def cmd_sink(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    _setup_logging(settings.log_level)
+    from streams.sink import run_sink
+
+    return run_sink(settings, with_api=not args.no_api)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from streams.bench import run_bench
+
+    return run_bench(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clientpulse", description="Relationship-manager alerts from bank events.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("worker", help="run a stream worker (Faust)").set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")
+    p.add_argument("--port", type=int, default=9092)
+    p.set_defaults(func=cmd_broker)
+
+    sub.add_parser("topics", help="create the topics with their partition counts").set_defaults(func=cmd_topics)
+
+    p = sub.add_parser("rules", help="validate a rules file")
+    p.add_argument("file", type=Path)
+    p.set_defaults(func=cmd_rules)
+
+    p = sub.add_parser("backtest", help="replay a topic dump (JSON lines) through the rules")
+    p.add_argument("events", type=Path)
+    p.add_argument(
+        "--rules", type=Path, default=None, help="rules file (default: CLIENTPULSE_RULES or the shipped one)"
+    )
+    p.add_argument("--out", type=Path, default=None, help="alerts as JSON lines (default: stdout)")
+    p.add_argument("--until", type=_parse_time, default=None, help="advance the clock to this time at the end")
+    p.add_argument("--summary", type=Path, default=None, help="also write the summary as JSON here")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("simulate", help="feed a synthetic bank into the input topics")
+    p.add_argument("--clients", type=int, default=300)
+    p.add_argument("--rate", type=float, default=200.0, help="events per second")
+    p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--dump", type=Path, default=None, help="write a replay file instead of producing")
+    p.add_argument("--events", type=int, default=10_000, help="with --dump: number of events")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("demo", help="broker + database + worker + sink + synthetic bank, alerts printed")
+    p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
+    p.add_argument("--clients", type=int, default=300)
+    p.add_argument("--rate", type=float, default=200.0)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("sink", help="store alerts in PostgreSQL and serve the RM API")
+    p.add_argument("--no-api", action="store_true", help="store alerts only")
+    p.set_defaults(func=cmd_sink)
+
+    p = sub.add_parser("bench", help="measure throughput and latency")
+    p.add_argument("--quick", action="store_true", help="a small run, under a minute")
+    p.add_argument("--events", type=int, default=None)
+    p.add_argument("--clients", type=int, default=None)
+    p.add_argument("--rate", type=float, default=2000.0, help="offered load for the latency phase")
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

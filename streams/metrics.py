@@ -1,0 +1,39 @@
+"""Prometheus metrics. Labels never carry a client or account id."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
+
+EVENTS_CONSUMED = Counter("clientpulse_events_consumed", "Input messages consumed", ["topic"])
+EVENTS_REJECTED = Counter(
+    "clientpulse_events_rejected", "Input messages sent to the dead-letter topic", ["topic", "reason"]
+)
+EVENTS_DUPLICATE = Counter("clientpulse_events_duplicate", "Events ignored as repeats of an event id", ["topic"])
+PROCESSING_SECONDS = Histogram(
+    "clientpulse_event_processing_seconds", "Time to process one batch of input messages", buckets=LATENCY_BUCKETS
+)
+BATCH_SIZE = Histogram(
+    "clientpulse_batch_size_messages", "Messages per processed batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 5000)
+)
+EVENT_LAG_SECONDS = Histogram(
+    "clientpulse_event_lag_seconds", "Processing time minus the event's occurred_at", buckets=LAG_BUCKETS
+)
+ALERTS_EMITTED = Counter("clientpulse_alerts_emitted", "Alerts published", ["type", "severity"])
+ALERTS_SUPPRESSED = Counter("clientpulse_alerts_suppressed", "Alerts suppressed by cooldown", ["type"])
+CLIENTS = Gauge("clientpulse_clients", "Clients in the state held by this worker, by tier", ["tier"])
+CONSUMER_LAG = Gauge("clientpulse_consumer_lag_messages", "Messages not yet consumed", ["topic", "partition"])
+CLOCK_SWEEPS = Counter("clientpulse_clock_sweeps", "Clock ticks processed")
+STATE_WRITES = Counter("clientpulse_state_writes", "Client state records written to the changelog")
+
+STORE_WRITES = Counter("clientpulse_alert_store_writes", "Alerts written to PostgreSQL (new or already stored)")
+STORE_NEW = Counter("clientpulse_alert_store_inserted", "Alerts inserted that were not stored before")
+STORE_WRITE_SECONDS = Histogram(
+    "clientpulse_alert_store_write_seconds", "Time of one batch write to PostgreSQL", buckets=LATENCY_BUCKETS
+)
+STORE_UP = Gauge("clientpulse_alert_store_up", "1 when the last database write succeeded")
+STORE_FAILURES = Counter("clientpulse_alert_store_failures", "Failed database writes (retried)")
+
+BUILD_INFO = Gauge("clientpulse_build_info", "Build and rules version", ["version", "rule_version"])

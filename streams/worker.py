@@ -1,0 +1,417 @@
+"""The Faust worker: input topics -> decode/validate -> rules -> state table + alerts.
+
+One agent owns the client state. It consumes the three input topics and the
+clock-tick topic (all co-partitioned by client), takes them in batches, applies
+the rule functions of `handlers.engine`, publishes alerts and dead letters,
+waits for the broker to acknowledge them, and only then writes each touched
+client's state once to the table (one changelog record per client per batch).
+Offsets are committed after the batch, so a crash replays the batch: the state
+either already holds its event ids (and drops them as repeats) or it does not
+(and re-applies them, producing alerts with the same ids). Nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import orjson
+from faust.types import TP, EventT
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from handlers import engine
+from handlers.alerting import Outcome
+from handlers.decode import Rejection, dead_letter, decode, kind_of_topic
+from handlers.due_index import DueIndex
+from handlers.ruleset import Ruleset
+from handlers.state import ClientState
+from handlers.timeutil import to_us, wall_us
+from streams import metrics
+from streams.settings import Settings
+
+log = logging.getLogger("clientpulse.worker")
+
+STATE_TABLE = "client-state"
+CLOCK_TABLE = "partition-clock"
+
+
+class PartitionedTable(faust.Table):
+    """A table written per batch: the changelog partition is the source event's, set explicitly.
+
+    Faust derives the changelog partition from the *current* event, which in a
+    batch is only the last one; here the batch writer names the partition.
+    """
+
+    write_partition: int | None = None
+    on_recovered_keys: Any = None
+
+    def partition_for_key(self, key: Any) -> int | None:
+        if self.write_partition is not None:
+            return self.write_partition
+        return super().partition_for_key(key)
+
+    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
+        events = list(batch)
+        super().apply_changelog_batch(events)
+        if self.on_recovered_keys is not None:
+            self.on_recovered_keys(events)
+
+
+@dataclass
+class _Touched:
+    state: ClientState
+    partition: int
+
+
+@dataclass
+class PartitionClocks:
+    """Per-partition event-time watermark (clock mode "event")."""
+
+    marks: dict[int, int] = field(default_factory=dict)
+    dirty: set[int] = field(default_factory=set)
+
+    def observe(self, partition: int, occurred: int) -> int:
+        current = self.marks.get(partition, 0)
+        if occurred > current:
+            self.marks[partition] = occurred
+            self.dirty.add(partition)
+            return occurred
+        return current
+
+
+class Pipeline:
+    """Holds the Faust app, its topics and tables, and processes batches."""
+
+    def __init__(self, settings: Settings, rules: Ruleset) -> None:
+        self.settings = settings
+        self.rules = rules
+        self.app = self._create_app()
+        self.input_topic = self._raw_topic(*settings.input_topics, settings.ticks_topic)
+        self.ticks_topic = self._raw_topic(settings.ticks_topic)
+        self.states = self._table(STATE_TABLE, "Per-client rule state")
+        self.clock_table = self._table(CLOCK_TABLE, "Per-partition event-time watermark")
+        self.states.on_recovered_keys = self._on_recovered_states
+        self.clock_table.on_recovered_keys = self._on_recovered_clock
+        self.indexes: dict[int, DueIndex] = defaultdict(DueIndex)
+        self._recovered: dict[int, set[bytes]] = defaultdict(set)
+        self.clocks = PartitionClocks()
+        self.tier_counts: dict[str, int] = defaultdict(int)
+        self.processed = 0
+        self.ready = False
+        self.app.agent(self.input_topic, name="clientpulse.process")(self._agent)
+        self.app.timer(settings.tick_seconds, name="clientpulse.tick")(self._tick)
+        self.app.timer(15.0, name="clientpulse.lag")(self._report_lag)
+        self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        self._add_views()
+
+    # ----------------------------------------------------------------- set-up
+    def _create_app(self) -> faust.App:
+        s = self.settings
+        brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
+        store = "memory://" if s.store == "memory" else "rocksdb://"
+        return faust.App(
+            s.app_id,
+            broker=brokers,
+            store=store,
+            datadir=str(s.data_dir),
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            topic_disable_leader=True,
+            table_standby_replicas=0,
+            broker_session_timeout=s.session_timeout,
+            broker_heartbeat_interval=max(0.5, min(3.0, s.session_timeout / 4)),
+            broker_commit_interval=1.0,
+            consumer_auto_offset_reset="earliest",
+            processing_guarantee="at_least_once",
+            producer_acks=-1,
+            producer_linger_ms=5,
+            producer_max_batch_size=256 * 1024,
+            stream_buffer_maxsize=max(4096, s.batch_size * 4),
+            broker_max_poll_records=max(500, s.batch_size),
+            recovery_consistency_check=s.recovery_check,
+            web_enabled=True,
+            web_port=s.web_port,
+            web_bind=s.web_host,
+            web_host=s.web_host,
+            web_transport="tcp://",
+            loghandlers=[],
+        )
+
+    def _raw_topic(self, *names: str) -> faust.TopicT:
+        """Bytes in, bytes out: decoding is ours (handlers.decode), so bad input never crashes Faust."""
+        return self.app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+    def _table(self, name: str, help_text: str) -> PartitionedTable:
+        table = PartitionedTable(
+            self.app,
+            name=name,
+            beacon=self.app.tables.beacon,
+            partitions=self.settings.partitions,
+            key_type=bytes,
+            value_type=bytes,
+            help=help_text,
+        )
+        self.app.tables.add(table)
+        return table
+
+    # ------------------------------------------------------------ recovery
+    def _on_recovered_states(self, events: Sequence[EventT]) -> None:
+        for event in events:
+            key = event.key
+            if isinstance(key, bytes):
+                self._recovered[event.message.partition].add(key)
+
+    def _on_recovered_clock(self, events: Sequence[EventT]) -> None:
+        for event in events:
+            if event.value:
+                self.clocks.marks[event.message.partition] = int(event.value)
+
+    async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic}
+        for partition in list(self.indexes):
+            if partition not in assigned:
+                del self.indexes[partition]
+        self.ready = True
+
+    def _after_recovery(self) -> None:
+        """Put recovered clients into the due index of their partition (once per recovery)."""
+        recovered, self._recovered = self._recovered, defaultdict(set)
+        for partition, keys in recovered.items():
+            index = self.indexes[partition]
+            for key in keys:
+                raw = self.states.get(key)
+                if raw:
+                    state = ClientState.from_bytes(raw)
+                    index.note(state.client_id, engine.next_due(self.rules, state))
+        log.info("due index rebuilt for %d recovered partitions", len(recovered))
+        self._recount_tiers()
+
+    def _recount_tiers(self) -> None:
+        counts: dict[str, int] = defaultdict(int)
+        for raw in self.states.values():
+            tier = orjson.loads(raw).get("tier") if raw else None
+            if tier:
+                counts[tier] += 1
+        self.tier_counts = counts
+        self._publish_tier_gauge()
+
+    def _publish_tier_gauge(self) -> None:
+        for tier, n in self.tier_counts.items():
+            metrics.CLIENTS.labels(tier=tier).set(n)
+
+    # ---------------------------------------------------------------- stream
+    async def _agent(self, stream: Any) -> None:
+        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_within):
+            await self.process_batch(events)
+
+    async def process_batch(self, events: Sequence[EventT]) -> None:
+        started = time.perf_counter()
+        if self._recovered:
+            self._after_recovery()
+        received_at = datetime.now(UTC)
+        touched: dict[str, _Touched] = {}
+        ticks: dict[int, int] = {}
+        alerts: list[tuple[bytes, bytes]] = []
+        letters: list[tuple[bytes | None, bytes]] = []
+        witness: dict[int, EventT] = {}
+        ticks_topic = self.settings.ticks_topic
+        clock_is_event = self.settings.clock == "event"
+        lag_now = time.time()
+
+        for event in events:
+            msg = event.message
+            partition = msg.partition
+            witness[partition] = event
+            if msg.topic == ticks_topic:
+                ticks[partition] = max(ticks.get(partition, 0), _tick_time(event.value))
+                continue
+            topic = msg.topic
+            metrics.EVENTS_CONSUMED.labels(topic=topic).inc()
+            kind = kind_of_topic(topic)
+            key = event.key if isinstance(event.key, bytes) or event.key is None else str(event.key).encode()
+            raw = event.value if isinstance(event.value, bytes) or event.value is None else bytes(event.value)
+            decoded = decode(kind, key, raw, self.rules) if kind else Rejection("unknown_topic", "unknown topic")
+            if isinstance(decoded, Rejection):
+                metrics.EVENTS_REJECTED.labels(topic=topic, reason=decoded.reason).inc()
+                letter = dead_letter(topic, partition, msg.offset, key, raw, decoded, received_at)
+                letters.append((key, letter.model_dump_json().encode()))
+                continue
+            occurred = to_us(decoded.occurred_at)
+            now = self.clocks.observe(partition, occurred) if clock_is_event else wall_us()
+            entry = touched.get(decoded.client_id)
+            if entry is None:
+                entry = touched[decoded.client_id] = _Touched(self._load(decoded.client_id), partition)
+            state = entry.state
+            before_tier = state.tier
+            outcome = engine.apply(self.rules, state, decoded, now, received_at)
+            if outcome.duplicate:
+                metrics.EVENTS_DUPLICATE.labels(topic=topic).inc()
+            else:
+                metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag_now - occurred / 1_000_000))
+            self._count_tier(before_tier, state.tier)
+            self._collect(outcome, alerts)
+
+        for partition, tick_now in ticks.items():
+            metrics.CLOCK_SWEEPS.inc()
+            if clock_is_event:
+                now = self.clocks.observe(partition, tick_now) if tick_now else self.clocks.marks.get(partition, 0)
+            else:
+                now = wall_us()
+            for client_id in self.indexes[partition].pop_due(now):
+                entry = touched.get(client_id)
+                if entry is None:
+                    entry = touched[client_id] = _Touched(self._load(client_id), partition)
+                self._collect(engine.advance(self.rules, entry.state, now, received_at), alerts)
+
+        await self._publish(alerts, letters)
+        self._write_states(touched, witness)
+        self.processed += len(events)
+        metrics.BATCH_SIZE.observe(len(events))
+        metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+
+    def _load(self, client_id: str) -> ClientState:
+        raw = self.states.get(client_id.encode())
+        return ClientState.from_bytes(raw) if raw else ClientState(client_id)
+
+    def _count_tier(self, before: str | None, after: str | None) -> None:
+        if before == after:
+            return
+        if before is not None:
+            self.tier_counts[before] -= 1
+            metrics.CLIENTS.labels(tier=before).set(self.tier_counts[before])
+        if after is not None:
+            self.tier_counts[after] += 1
+            metrics.CLIENTS.labels(tier=after).set(self.tier_counts[after])
+
+    @staticmethod
+    def _collect(outcome: Outcome, alerts: list[tuple[bytes, bytes]]) -> None:
+        for alert in outcome.alerts:
+            metrics.ALERTS_EMITTED.labels(type=alert.type, severity=alert.severity).inc()
+            alerts.append((alert.client_id.encode(), alert.model_dump_json().encode()))
+        for alert_type in outcome.suppressed:
+            metrics.ALERTS_SUPPRESSED.labels(type=alert_type).inc()
+
+    async def _publish(self, alerts: list[tuple[bytes, bytes]], letters: list[tuple[bytes | None, bytes]]) -> None:
+        """Send alerts and dead letters and wait until the broker has them, before any state write."""
+        if not alerts and not letters:
+            return
+        producer = self.app.producer
+        futures = [
+            await producer.send(self.settings.alerts_topic, key, value, partition=None, timestamp=None, headers=None)
+            for key, value in alerts
+        ]
+        futures += [
+            await producer.send(
+                self.settings.deadletter_topic, key, value, partition=None, timestamp=None, headers=None
+            )
+            for key, value in letters
+        ]
+        await producer.flush()
+        await asyncio.gather(*futures)
+
+    def _write_states(self, touched: dict[str, _Touched], witness: dict[int, EventT]) -> None:
+        by_partition: dict[int, list[_Touched]] = defaultdict(list)
+        for entry in touched.values():
+            by_partition[entry.partition].append(entry)
+        for partition, entries in by_partition.items():
+            self.states.write_partition = partition
+            self.clock_table.write_partition = partition
+            try:
+                index = self.indexes[partition]
+                for entry in entries:
+                    state = entry.state
+                    self.states[state.client_id.encode()] = state.to_bytes()
+                    index.note(state.client_id, engine.next_due(self.rules, state))
+                metrics.STATE_WRITES.inc(len(entries))
+                if partition in self.clocks.dirty:
+                    self.clock_table[str(partition).encode()] = str(self.clocks.marks[partition]).encode()
+            finally:
+                self.states.write_partition = None
+                self.clock_table.write_partition = None
+        self.clocks.dirty.clear()
+
+    # ------------------------------------------------------------------ web
+    def _add_views(self) -> None:
+        app = self.app
+
+        async def metrics_view(web: Any, request: Any) -> Any:
+            return web.bytes(generate_latest(), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        async def healthz(web: Any, request: Any) -> Any:
+            return web.json({"status": "ok"})
+
+        async def readyz(web: Any, request: Any) -> Any:
+            status = 200 if self.ready else 503
+            return web.json({"ready": self.ready}, status=status)
+
+        async def status_view(web: Any, request: Any) -> Any:
+            return web.json(self.status())
+
+        app.page("/metrics")(metrics_view)
+        app.page("/healthz")(healthz)
+        app.page("/readyz")(readyz)
+        app.page("/status")(status_view)
+
+    def status(self) -> dict[str, Any]:
+        """Counts for operators and the demo's progress line (no client data)."""
+        assigned = sorted(
+            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic
+        )
+        return {
+            "ready": self.ready,
+            "processed": self.processed,
+            "partitions": assigned,
+            "clients_by_tier": dict(self.tier_counts),
+            "due_index": {str(p): len(i) for p, i in self.indexes.items()},
+            "clock": self.settings.clock,
+            "rule_version": self.rules.rule_version,
+        }
+
+    # ----------------------------------------------------------------- timers
+    async def _tick(self) -> None:
+        """Emit a clock tick to every partition this worker owns; the agent sweeps on receipt."""
+        if not self.ready:
+            return
+        tps = [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic]
+        for tp in tps:
+            await self.ticks_topic.send(key=b"tick", value=b"{}", partition=tp.partition)
+
+    async def _report_lag(self) -> None:
+        consumer = self.app.consumer
+        inputs = set(self.settings.input_topics)
+        for tp in consumer.assignment():
+            if tp.topic not in inputs:
+                continue
+            highwater = consumer.highwater(tp)
+            position = _committed(consumer, tp)
+            if highwater is not None and position is not None:
+                metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
+                    max(0, highwater - position)
+                )
+
+
+def _committed(consumer: Any, tp: TP) -> int | None:
+    try:
+        offset = consumer._committed_offset.get(tp)  # Faust keeps the last committed offset here
+    except AttributeError:  # pragma: no cover
+        return None
+    return None if offset is None else int(offset)
+
+
+def _tick_time(value: Any) -> int:
+    """A tick may carry {"now": RFC 3339} to advance an event-time clock; else 0."""
+    if not value:
+        return 0
+    try:
+        data = orjson.loads(value)
+        return to_us(datetime.fromisoformat(data["now"])) if isinstance(data, dict) and "now" in data else 0
+    except (orjson.JSONDecodeError, ValueError, TypeError, KeyError):
+        log.warning("ignoring malformed clock tick")
+        return 0

@@ -1,0 +1,177 @@
+"""Shared helpers for integration tests: real broker, real database, real worker processes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+
+from streams.embedded import free_port, terminate_group
+from streams.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def unique_prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}."
+
+
+def make_settings(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "kafka_bootstrap": bootstrap,
+        "topic_prefix": prefix,
+        "app_id": f"{prefix}clientpulse".replace(".", "-"),
+        "partitions": 4,
+        "session_timeout": 6.0,
+        "recovery_check": False,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Environment that makes a child process load exactly these settings."""
+    from streams.settings import ENV_NAMES
+
+    env = {}
+    for name, value in settings.model_dump().items():
+        if value is None:
+            continue
+        env[ENV_NAMES[name]] = str(value).lower() if isinstance(value, bool) else str(value)
+    return env
+
+
+@dataclass
+class WorkerProcess:
+    """A `clientpulse worker` child process with its own web port."""
+
+    settings: Settings
+    log_path: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def start(self) -> WorkerProcess:
+        env = {**os.environ, **settings_env(self.settings), **self.extra_env}
+        log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return self
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            with urllib.request.urlopen(f"{self.web}/status", timeout=2) as resp:
+                return dict(json.loads(resp.read()))
+        except OSError:
+            return None
+
+    def wait_ready(self, timeout: float = 60.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            status = self.status()
+            if status and status.get("ready"):
+                return status
+            time.sleep(0.3)
+        raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.web}/metrics", timeout=5) as resp:
+            return str(resp.read().decode())
+
+    def tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, 9)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate_group(self.proc, timeout=15)
+
+
+def new_worker(settings: Settings, tmp_path: Path, name: str = "worker", **env: str) -> WorkerProcess:
+    worker_settings = settings.model_copy(
+        update={"web_port": free_port(), "data_dir": tmp_path / f"{name}-data"}
+    )
+    return WorkerProcess(worker_settings, tmp_path / f"{name}.log", dict(env))
+
+
+async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
+    """Send (topic, key, value) in order and wait until the broker has them all."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    n = 0
+    try:
+        for topic, key, value in records:
+            await producer.send(topic, value, key=key)
+            n += 1
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return n
+
+
+def encode_records(prefix: str, records: Iterable[tuple[str, str, Any]]) -> list[tuple[str, bytes | None, bytes | None]]:
+    """(topic, key, dict) as in a replay file -> bytes for the broker, with the topic prefix."""
+    out: list[tuple[str, bytes | None, bytes | None]] = []
+    for topic, key, value in records:
+        raw = value if isinstance(value, bytes) else orjson.dumps(value)
+        out.append((prefix + topic, key.encode() if key is not None else None, raw))
+    return out
+
+
+async def consume(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Read a topic from the start, JSON-decoding values, until `until(values)` or timeout."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    values: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(values):
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                values.extend(orjson.loads(m.value) for m in msgs)
+    finally:
+        await consumer.stop()
+    return values
+
