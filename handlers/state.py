@@ -7,6 +7,9 @@ from typing import Any
 
 import orjson
 
+from handlers.money import cents_to_str
+from handlers.timeutil import iso
+
 
 @dataclass(slots=True)
 class ClientState:
@@ -50,15 +53,16 @@ class ClientState:
         return cls(**orjson.loads(raw))
 
     def snapshot(self) -> dict[str, Any]:
-        """The picture an RM may see: no account numbers."""
+        """The picture an RM may see (no account numbers): money as text, times as RFC 3339."""
         return {
             "client_id": self.client_id,
             "tier": self.tier,
-            "aum_cents": self.aum,
+            "aum": cents_to_str(self.aum),
             "rm_id": self.rm_id,
             "segment": self.segment,
-            "last_activity": self.last_activity,
-            "last_rm_contact": self.last_rm_contact,
+            "last_activity": iso(self.last_activity) if self.last_activity is not None else None,
+            "last_rm_contact": iso(self.last_rm_contact) if self.last_rm_contact is not None else None,
             "dormant": self.dormant_base is not None,
             "closed": self.closed,
+            "as_of": iso(self.watermark) if self.watermark else None,
         }

@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         return self.topic("bank.deadletter.v1")
 
     @property
+    def snapshots_topic(self) -> str:
+        """Compacted: the latest picture of each client, for the alert store's client table."""
+        return self.topic("clientpulse.snapshots.v1")
+
+    @property
     def ticks_topic(self) -> str:
         return self.topic(f"{self.app_id}.ticks.v1")
 

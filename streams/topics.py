@@ -37,6 +37,7 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.clients_topic, n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.alerts_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
         TopicSpec(settings.deadletter_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
+        TopicSpec(settings.snapshots_topic, n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.ticks_topic, n, {"retention.ms": str(3600 * 1000)}),
     ]
 

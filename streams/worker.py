@@ -105,9 +105,11 @@ class Pipeline:
         self.tier_counts: dict[str, int] = defaultdict(int)
         self.processed = 0
         self.ready = False
+        self._snapshot_due: set[str] = set()
         self.app.agent(self.input_topic, name="clientpulse.process")(self._agent)
         self.app.timer(settings.tick_seconds, name="clientpulse.tick")(self._tick)
         self.app.timer(15.0, name="clientpulse.lag")(self._report_lag)
+        self.app.timer(settings.snapshot_seconds, name="clientpulse.snapshots")(self._publish_snapshots)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self._add_views()
 
@@ -328,6 +330,7 @@ class Pipeline:
                 for entry in entries:
                     state = entry.state
                     self.states[state.client_id.encode()] = state.to_bytes()
+                    self._snapshot_due.add(state.client_id)
                     index.note(state.client_id, engine.next_due(self.rules, state))
                 metrics.STATE_WRITES.inc(len(entries))
                 if partition in self.clocks.dirty:
@@ -382,6 +385,23 @@ class Pipeline:
         tps = [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic]
         for tp in tps:
             await self.ticks_topic.send(key=b"tick", value=b"{}", partition=tp.partition)
+
+    async def _publish_snapshots(self) -> None:
+        """At most one snapshot per client per interval, whatever its event rate."""
+        due, self._snapshot_due = self._snapshot_due, set()
+        producer = self.app.producer
+        for client_id in due:
+            raw = self.states.get(client_id.encode())
+            if raw:
+                value = orjson.dumps(ClientState.from_bytes(raw).snapshot())
+                await producer.send(
+                    self.settings.snapshots_topic,
+                    client_id.encode(),
+                    value,
+                    partition=None,
+                    timestamp=None,
+                    headers=None,
+                )
 
     async def _report_lag(self) -> None:
         consumer = self.app.consumer

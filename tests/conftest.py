@@ -43,7 +43,7 @@ async def _try_create_database(admin_url: str, name: str) -> bool:
 
     try:
         conn = await asyncpg.connect(admin_url, timeout=3)
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError):
+    except (TimeoutError, OSError, asyncpg.PostgresError):
         return False
     try:
         await conn.execute(f'CREATE DATABASE "{name}"')

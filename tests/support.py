@@ -119,9 +119,7 @@ class WorkerProcess:
 
 
 def new_worker(settings: Settings, tmp_path: Path, name: str = "worker", **env: str) -> WorkerProcess:
-    worker_settings = settings.model_copy(
-        update={"web_port": free_port(), "data_dir": tmp_path / f"{name}-data"}
-    )
+    worker_settings = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"{name}-data"})
     return WorkerProcess(worker_settings, tmp_path / f"{name}.log", dict(env))
 
 
@@ -140,7 +138,9 @@ async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, byt
     return n
 
 
-def encode_records(prefix: str, records: Iterable[tuple[str, str, Any]]) -> list[tuple[str, bytes | None, bytes | None]]:
+def encode_records(
+    prefix: str, records: Iterable[tuple[str, str, Any]]
+) -> list[tuple[str, bytes | None, bytes | None]]:
     """(topic, key, dict) as in a replay file -> bytes for the broker, with the topic prefix."""
     out: list[tuple[str, bytes | None, bytes | None]] = []
     for topic, key, value in records:
@@ -174,4 +174,3 @@ async def consume(
     finally:
         await consumer.stop()
     return values
-

@@ -37,13 +37,32 @@ def test_events_become_alerts_and_bad_input_becomes_dead_letters(broker: str, tm
     try:
         worker.wait_ready()
         records = [
-            ("bank.clients.v1", "c-1", {"event_id": "o-1", "client_id": "c-1", "occurred_at": "2026-02-01T00:00:00+00:00",
-                                        "kind": "onboarded", "rm_id": "rm-7"}),
+            (
+                "bank.clients.v1",
+                "c-1",
+                {
+                    "event_id": "o-1",
+                    "client_id": "c-1",
+                    "occurred_at": "2026-02-01T00:00:00+00:00",
+                    "kind": "onboarded",
+                    "rm_id": "rm-7",
+                },
+            ),
             ("bank.transactions.v1", "c-1", _tx("e-1", "c-1", "700000", "credit", "internal")),
             ("bank.transactions.v1", "c-1", _tx("e-2", "c-1", "600000")),
-            ("bank.interactions.v1", "c-2", {"event_id": "i-1", "client_id": "c-2", "occurred_at": "2026-03-01T11:00:00+08:00",
-                                             "kind": "complaint", "channel": "branch", "initiated_by": "customer",
-                                             "severity": "high"}),
+            (
+                "bank.interactions.v1",
+                "c-2",
+                {
+                    "event_id": "i-1",
+                    "client_id": "c-2",
+                    "occurred_at": "2026-03-01T11:00:00+08:00",
+                    "kind": "complaint",
+                    "channel": "branch",
+                    "initiated_by": "customer",
+                    "severity": "high",
+                },
+            ),
             ("bank.transactions.v1", "c-3", b"{not json"),
             ("bank.transactions.v1", "c-3", _tx("e-3", "c-3", "-5")),
         ]
