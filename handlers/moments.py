@@ -42,7 +42,7 @@ def check_first_transaction(ctx: AlertContext, occurred: int, event_id: str) -> 
         "info",
         occurred,
         event_id,
-        f"First transaction of a new client: thank-you call due by {due_by}",
+        f"First transaction of a new client: thank-you call due by {due_by[:16].replace('T', ' ')} UTC",
         {"onboarded_at": iso(state.onboarded_at), "due_by": due_by},
         [event_id],
     )

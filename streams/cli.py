@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="broker + database + worker + sink + synthetic bank, alerts printed")
     p.add_argument("--duration", type=float, default=None, help="stop after this many seconds")
     p.add_argument("--clients", type=int, default=300)
-    p.add_argument("--rate", type=float, default=200.0)
+    p.add_argument("--rate", type=float, default=50.0, help="events per second")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("sink", help="store alerts in PostgreSQL and serve the RM API")

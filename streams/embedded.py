@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,7 +111,9 @@ class EmbeddedPostgres:
             self._tmp = tempfile.TemporaryDirectory(prefix="clientpulse-pg-")
             self.data_dir = Path(self._tmp.name) / "pgdata"
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs' note about XDG_RUNTIME_DIR
+            self._server = pgserver.get_server(self.data_dir, cleanup_mode="stop")
         return self
 
     @property

@@ -37,6 +37,7 @@ async def produce_live(
     seed: int,
     stop: asyncio.Event,
     on_sent: Callable[[int], None] | None = None,
+    settle_seconds: float = 0.0,
 ) -> int:
     """Onboard the bank, then send events stamped with the wall clock at `rate` per second."""
     await ensure_topics(settings)
@@ -57,6 +58,9 @@ async def produce_live(
         for record in bank.onboarding(datetime.now(UTC)):
             await send(*record)
         await producer.flush()
+        if settle_seconds:
+            # Reference data first: give the worker time to take the onboarding in.
+            await asyncio.sleep(settle_seconds)
         started = time.monotonic()
         interval = 1.0 / rate if rate > 0 else 0.0
         due = started

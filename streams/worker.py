@@ -223,6 +223,7 @@ class Pipeline:
         alerts: list[tuple[bytes, bytes]] = []
         letters: list[tuple[bytes | None, bytes]] = []
         witness: dict[int, EventT] = {}
+        inputs = 0
         ticks_topic = self.settings.ticks_topic
         clock_is_event = self.settings.clock == "event"
         lag_now = time.time()
@@ -234,6 +235,7 @@ class Pipeline:
             if msg.topic == ticks_topic:
                 ticks[partition] = max(ticks.get(partition, 0), _tick_time(event.value))
                 continue
+            inputs += 1
             topic = msg.topic
             metrics.EVENTS_CONSUMED.labels(topic=topic).inc()
             kind = kind_of_topic(topic)
@@ -274,7 +276,7 @@ class Pipeline:
 
         await self._publish(alerts, letters)
         self._write_states(touched, witness)
-        self.processed += len(events)
+        self.processed += inputs
         metrics.BATCH_SIZE.observe(len(events))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 

@@ -1,0 +1,209 @@
+"""`clientpulse demo`: the whole service on one machine, alerts printed as they fire.
+
+Starts what is missing (a Tansu broker unless KAFKA_BOOTSTRAP is set, a
+private PostgreSQL unless DATABASE_URL is set), a worker and the alert sink as
+child processes, and feeds a synthetic bank. Ctrl-C (or --duration) stops
+everything it started, children included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+
+from streams.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, python_cmd, terminate_group
+from streams.settings import load_settings
+from streams.simulate import produce_live
+from streams.topics import ensure_topics
+
+COLOURS = {"critical": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
+RESET = "\033[0m"
+PROGRESS_SECONDS = 5.0
+
+
+def format_alert(alert: dict[str, Any], colour: bool = False) -> str:
+    """One readable line per alert (no account numbers: titles never carry them)."""
+    at = str(alert.get("occurred_at", ""))[11:19]
+    severity = str(alert.get("severity", "")).upper()
+    if colour:
+        severity = f"{COLOURS.get(str(alert.get('severity')), '')}{severity:<8}{RESET}"
+    else:
+        severity = f"{severity:<8}"
+    return (
+        f"{at} {severity} {alert.get('type', ''):<20} {alert.get('client_id', ''):<10} "
+        f"{alert.get('rm_id') or 'unassigned':<10} {alert.get('tier') or '-':<8} {alert.get('title', '')}"
+    )
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.workdir = Path(".demo").resolve()
+        self.children: list[subprocess.Popen[bytes]] = []
+        self.broker: EmbeddedBroker | None = None
+        self.database: EmbeddedPostgres | None = None
+        self.env = dict(os.environ)
+        self.sent = 0
+        self.alerts = 0
+        self.started = datetime.now(UTC)
+        self.worker_port = free_port()
+        self.colour = sys.stdout.isatty()
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def start_services(self) -> None:
+        self.workdir.mkdir(exist_ok=True)
+        if not self.env.get("KAFKA_BOOTSTRAP"):
+            self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log").start()
+            self.env["KAFKA_BOOTSTRAP"] = self.broker.bootstrap
+            # The embedded broker's offset reports need these (see README, "Embedded broker").
+            self.env.setdefault("CLIENTPULSE_RECOVERY_CHECK", "false")
+            self.env.setdefault("CLIENTPULSE_SESSION_TIMEOUT", "6")
+            self.say(f"broker    embedded Tansu on {self.broker.bootstrap}")
+        else:
+            self.say(f"broker    {self.env['KAFKA_BOOTSTRAP']}")
+        if not self.env.get("DATABASE_URL"):
+            self.database = EmbeddedPostgres().start()
+            self.env["DATABASE_URL"] = self.database.url
+            self.say("database  embedded PostgreSQL (pgserver, temporary)")
+        else:
+            self.say("database  DATABASE_URL")
+        self.env["CLIENTPULSE_WEB_PORT"] = str(self.worker_port)
+        self.env.setdefault("CLIENTPULSE_API_PORT", str(free_port()))
+        self.env.setdefault("CLIENTPULSE_DATA_DIR", str(self.workdir / "worker-data"))
+        self.env.setdefault("CLIENTPULSE_TICK_SECONDS", "2")
+        self.env.setdefault("CLIENTPULSE_SNAPSHOT_SECONDS", "5")
+
+    def spawn(self, name: str, *args: str) -> None:
+        log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        proc = subprocess.Popen(
+            python_cmd(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        self.children.append(proc)
+        self.say(f"{name:<9} started (pid {proc.pid}, log {self.workdir / (name + '.log')})")
+
+    def stop_all(self) -> None:
+        for proc in reversed(self.children):
+            terminate_group(proc)
+        self.children.clear()
+        if self.database is not None:
+            self.database.stop()
+        if self.broker is not None:
+            self.broker.stop()
+
+    def worker_status(self) -> dict[str, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.worker_port}/status", timeout=1) as resp:
+                return dict(json.loads(resp.read()))
+        except OSError:
+            return {}
+
+    async def print_alerts(self, stop: asyncio.Event) -> None:
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("KAFKA_", "CLIENTPULSE_"))})
+        settings = load_settings()
+        consumer = AIOKafkaConsumer(
+            settings.alerts_topic,
+            bootstrap_servers=self.env["KAFKA_BOOTSTRAP"],
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                batch = await consumer.getmany(timeout_ms=500)
+                for messages in batch.values():
+                    for message in messages:
+                        alert = orjson.loads(message.value)
+                        if str(alert.get("detected_at", "")) < self.started.isoformat():
+                            continue  # an earlier run's alert on a long-lived broker
+                        self.alerts += 1
+                        self.say(format_alert(alert, self.colour))
+        finally:
+            await consumer.stop()
+
+    async def progress(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
+            status = await asyncio.get_running_loop().run_in_executor(None, self.worker_status)
+            processed = status.get("processed", "-") if status else "starting"
+            self.say(f"-- events sent {self.sent}, processed {processed}, alerts {self.alerts}")
+
+    async def wait_worker_ready(self, stop: asyncio.Event, timeout: float = 90.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            if (await loop.run_in_executor(None, self.worker_status)).get("ready"):
+                self.say("worker    ready; the synthetic bank starts now")
+                return
+            if any(p.poll() is not None for p in self.children):
+                return
+            await asyncio.sleep(0.5)
+
+    async def main(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        os.environ.update({k: v for k, v in self.env.items() if k.startswith(("KAFKA_", "CLIENTPULSE_"))})
+        await ensure_topics(load_settings())
+        self.spawn("worker", "worker")
+        if importlib.util.find_spec("streams.sink"):  # TODO-DEMO-SINK
+            self.spawn("sink", "sink")
+
+        def on_sent(n: int) -> None:
+            self.sent = n
+
+        tasks = [asyncio.create_task(self.print_alerts(stop)), asyncio.create_task(self.progress(stop))]
+        await self.wait_worker_ready(stop)
+        tasks.append(
+            asyncio.create_task(
+                produce_live(load_settings(), self.args.clients, self.args.rate, None, 7, stop, on_sent, 2.0)
+            )
+        )
+        deadline = None if self.args.duration is None else time.monotonic() + self.args.duration
+        while not stop.is_set():
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if any(p.poll() is not None for p in self.children):
+                failed = next(p for p in self.children if p.poll() is not None)
+                self.say(f"a child process exited with {failed.returncode}; see the logs in {self.workdir}")
+                stop.set()
+                break
+            await asyncio.sleep(0.25)
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        status = await loop.run_in_executor(None, self.worker_status)
+        self.say(
+            f"-- done: events sent {self.sent}, processed {status.get('processed', '-')}, alerts {self.alerts}"
+        )
+        return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    demo = Demo(args)
+    try:
+        demo.start_services()
+        return asyncio.run(demo.main())
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        demo.stop_all()
