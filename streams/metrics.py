@@ -1,12 +1,24 @@
-"""Prometheus metrics. Labels never carry a client or account id."""
+"""Prometheus metrics. Labels never carry a client or account id.
+
+Names follow the Prometheus conventions: the `clientpulse_` prefix, base units
+(seconds, messages), and `_total` on counters (prometheus-client appends it to
+the names below). docs/operations.md explains each series.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections.abc import Mapping
+
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# One `*_created` sample per counter and histogram only clutters the scrape: the
+# counters' resets are visible to rate() anyway.
+disable_created_metrics()
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 86400)
 
+# ---------------------------------------------------------------- worker
 EVENTS_CONSUMED = Counter("clientpulse_events_consumed", "Input messages consumed", ["topic"])
 EVENTS_REJECTED = Counter(
     "clientpulse_events_rejected", "Input messages sent to the dead-letter topic", ["topic", "reason"]
@@ -24,10 +36,15 @@ EVENT_LAG_SECONDS = Histogram(
 ALERTS_EMITTED = Counter("clientpulse_alerts_emitted", "Alerts published", ["type", "severity"])
 ALERTS_SUPPRESSED = Counter("clientpulse_alerts_suppressed", "Alerts suppressed by cooldown", ["type"])
 CLIENTS = Gauge("clientpulse_clients", "Clients in the state held by this worker, by tier", ["tier"])
-CONSUMER_LAG = Gauge("clientpulse_consumer_lag_messages", "Messages not yet consumed", ["topic", "partition"])
+CONSUMER_LAG = Gauge(
+    "clientpulse_consumer_lag_messages",
+    "Messages in an owned input partition after the offset this worker has committed",
+    ["topic", "partition"],
+)
 CLOCK_SWEEPS = Counter("clientpulse_clock_sweeps", "Clock ticks processed")
 STATE_WRITES = Counter("clientpulse_state_writes", "Client state records written to the changelog")
 
+# ------------------------------------------------------------------ sink
 STORE_WRITES = Counter("clientpulse_alert_store_writes", "Alerts written to PostgreSQL (new or already stored)")
 STORE_NEW = Counter("clientpulse_alert_store_inserted", "Alerts inserted that were not stored before")
 STORE_WRITE_SECONDS = Histogram(
@@ -36,4 +53,17 @@ STORE_WRITE_SECONDS = Histogram(
 STORE_UP = Gauge("clientpulse_alert_store_up", "1 when the last database write succeeded")
 STORE_FAILURES = Counter("clientpulse_alert_store_failures", "Failed database writes (retried)")
 
+# ------------------------------------------------------------------ both
 BUILD_INFO = Gauge("clientpulse_build_info", "Build and rules version", ["version", "rule_version"])
+
+
+def report_consumer_lag(lags: Mapping[tuple[str, int], int]) -> None:
+    """Replace every consumer-lag series with `lags` ((topic, partition) -> messages).
+
+    Partitions this process no longer owns disappear instead of keeping their last
+    value, so a sum over workers never counts a partition twice after a rebalance.
+    Runs synchronously on the event loop, so a scrape never sees the gauge half-written.
+    """
+    CONSUMER_LAG.clear()
+    for (topic, partition), lag in lags.items():
+        CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(max(0, lag))

@@ -406,24 +406,40 @@ class Pipeline:
                 )
 
     async def _report_lag(self) -> None:
+        """Set clientpulse_consumer_lag_messages for every input partition this worker owns.
+
+        Lag = log end offset - the offset this worker committed. The end offset is the
+        larger of the high watermark of the last fetch and a ListOffsets answer: the first
+        goes stale while a partition is paused, the second is wrong on some Kafka-compatible
+        brokers. Before this worker's first commit in the current generation the consumer's
+        position (where the group's committed offset left it) stands in. Only public Faust
+        APIs are used; a failure skips one report and never stops the worker.
+        """
         consumer = self.app.consumer
         inputs = set(self.settings.input_topics)
-        for tp in consumer.assignment():
-            if tp.topic not in inputs:
-                continue
-            highwater = consumer.highwater(tp)
-            position = _committed(consumer, tp)
-            if highwater is not None and position is not None:
-                metrics.CONSUMER_LAG.labels(topic=tp.topic, partition=str(tp.partition)).set(
-                    max(0, highwater - position)
-                )
+        lags: dict[tuple[str, int], int] = {}
+        try:
+            tps = sorted(tp for tp in consumer.assignment() if tp.topic in inputs)
+            listed = await consumer.highwaters(*tps) if tps else {}
+            for tp in tps:
+                ends = [o for o in (consumer.highwater(tp), listed.get(tp)) if o is not None]
+                consumed = _committed(self.app, tp)
+                if consumed is None:
+                    consumed = await asyncio.wait_for(consumer.position(tp), timeout=5.0)
+                if ends and consumed is not None:
+                    lags[(tp.topic, tp.partition)] = max(0, max(ends) - consumed)
+        except Exception as exc:  # a metric must never take the worker down; the next timer run retries
+            log.warning("consumer lag not reported: %r", exc)
+            return
+        metrics.report_consumer_lag(lags)
 
 
-def _committed(consumer: Any, tp: TP) -> int | None:
-    try:
-        offset = consumer._committed_offset.get(tp)  # Faust keeps the last committed offset here
-    except AttributeError:  # pragma: no cover
-        return None
+def _committed(app: faust.App, tp: TP) -> int | None:
+    """The next offset to consume that this worker committed for `tp`, if it committed since the last rebalance.
+
+    Faust's monitor keeps these (`tp_committed_offsets`, cleared at every rebalance).
+    """
+    offset = app.monitor.tp_committed_offsets.get(tp)
     return None if offset is None else int(offset)
 
 
