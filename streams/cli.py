@@ -168,6 +168,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-api", action="store_true", help="store alerts only")
     p.set_defaults(func=cmd_sink)
 
+    from handlers.auth import token_command
+
+    p = sub.add_parser("token", help="print the salted hash of an API token read from stdin (for the token config)")
+    p.add_argument("action", nargs="?", choices=["hash"], default="hash", help="hash (the default)")
+    p.set_defaults(func=lambda _args: token_command())
+
     p = sub.add_parser("bench", help="measure throughput and latency")
     p.add_argument("--quick", action="store_true", help="a small run, under a minute")
     p.add_argument("--events", type=int, default=None)
