@@ -1,0 +1,527 @@
+"""The alert store in PostgreSQL: idempotent alert inserts, client snapshots, the lifecycle, the audit trail.
+
+Every statement is parameterised; the visibility of an alert (the caller's
+`Scope`) is part of each query, so an alert outside it is simply not found.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from importlib import resources
+from typing import Any, Literal
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from handlers.auth import Scope
+from schemas.alerts import Alert, Tier
+
+log = logging.getLogger(__name__)
+
+Status = Literal["open", "acknowledged", "resolved", "dismissed"]
+STATUSES: tuple[str, ...] = ("open", "acknowledged", "resolved", "dismissed")
+Action = Literal["ack", "resolve", "dismiss"]
+TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
+    "ack": (frozenset({"open"}), "acknowledged"),
+    "resolve": (frozenset({"acknowledged"}), "resolved"),
+    "dismiss": (frozenset({"open", "acknowledged"}), "dismissed"),
+}
+"""Action -> (statuses it may start from, status it leads to). resolved and dismissed are final."""
+
+SYSTEM_ACTOR = "clientpulse"
+MIGRATION_LOCK = 0x636C_7075_6C73_6501
+"""Advisory lock key: one process migrates at a time."""
+_MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class StoreError(Exception):
+    pass
+
+
+class StoreUnavailable(StoreError):
+    """Not connected (yet): the database was unreachable at start."""
+
+
+class NotFound(StoreError):
+    pass
+
+
+class InvalidTransition(StoreError):
+    def __init__(self, action: str, status: str) -> None:
+        allowed, target = TRANSITIONS[action]
+        self.action, self.status, self.target = action, status, target
+        super().__init__(
+            f"cannot {action} an alert that is {status}: {action} goes to {target} "
+            f"and is allowed only from {' or '.join(sorted(allowed))}"
+        )
+
+
+class CursorError(ValueError):
+    pass
+
+
+class MigrationError(StoreError):
+    pass
+
+
+class ClientSnapshot(BaseModel):
+    """A client's picture as published by the worker (`ClientState.snapshot()`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    client_id: str = Field(min_length=1, max_length=64)
+    tier: Tier | None = None
+    aum: Decimal = Field(allow_inf_nan=False, max_digits=30)
+    rm_id: str | None = Field(None, max_length=64)
+    segment: Literal["retail", "corporate"] | None = None
+    last_activity: AwareDatetime | None = None
+    last_rm_contact: AwareDatetime | None = None
+    dormant: bool = False
+    closed: bool = False
+    as_of: AwareDatetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFilter:
+    rm_id: str | None = None
+    unassigned: bool = False
+    """Only alerts with no RM (`rm_id=unassigned` in the API)."""
+    statuses: tuple[str, ...] = ()
+    types: tuple[str, ...] = ()
+    since: datetime | None = None
+    """occurred_at >= since."""
+    client_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AlertPage:
+    alerts: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def load_migrations() -> list[Migration]:
+    """The versioned SQL files shipped in handlers/migrations, in order."""
+    found: list[Migration] = []
+    for entry in resources.files("handlers").joinpath("migrations").iterdir():
+        match = _MIGRATION_NAME.match(entry.name)
+        if match:
+            found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migrations share a version: {versions}")
+    return found
+
+
+def encode_cursor(occurred_at: datetime, alert_id: str) -> str:
+    raw = orjson.dumps([occurred_at.isoformat(), alert_id])
+    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The position after which the next page starts; any tampering is a CursorError."""
+    try:
+        if len(cursor) > 512:
+            raise ValueError("too long")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        when, alert_id = orjson.loads(raw)
+        if not isinstance(when, str) or not isinstance(alert_id, str) or not alert_id:
+            raise ValueError("bad fields")
+        at = datetime.fromisoformat(when)
+        if at.tzinfo is None:
+            raise ValueError("no offset")
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        raise CursorError("cursor: not a cursor returned by this API") from None
+    return at, alert_id
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+_ALERT_COLUMNS = (
+    "a.alert_id, a.type, a.severity, a.client_id, a.rm_id, a.tier, a.occurred_at, a.detected_at, a.title, "
+    "a.facts::text AS facts, a.rule_version, a.source_event_ids, a.status, a.stored_at, a.updated_at"
+)
+
+
+def _alert_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "alert_id": row["alert_id"],
+        "type": row["type"],
+        "severity": row["severity"],
+        "client_id": row["client_id"],
+        "rm_id": row["rm_id"],
+        "tier": row["tier"],
+        "occurred_at": _iso(row["occurred_at"]),
+        "detected_at": _iso(row["detected_at"]),
+        "title": row["title"],
+        "facts": orjson.loads(row["facts"]),
+        "rule_version": row["rule_version"],
+        "source_event_ids": list(row["source_event_ids"]),
+        "status": row["status"],
+        "stored_at": _iso(row["stored_at"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+def _event_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "at": _iso(row["at"]),
+        "actor": row["actor"],
+        "actor_role": row["actor_role"],
+        "from": row["from_status"],
+        "to": row["to_status"],
+        "note": row["note"],
+    }
+
+
+def _snapshot_json(row: asyncpg.Record) -> dict[str, Any]:
+    return {
+        "client_id": row["client_id"],
+        "tier": row["tier"],
+        "aum": str(row["aum"]),
+        "rm_id": row["rm_id"],
+        "segment": row["segment"],
+        "last_activity": _iso(row["last_activity"]),
+        "last_rm_contact": _iso(row["last_rm_contact"]),
+        "dormant": row["dormant"],
+        "closed": row["closed"],
+        "as_of": _iso(row["as_of"]),
+        "updated_at": _iso(row["updated_at"]),
+    }
+
+
+class _Query:
+    """A WHERE clause built from numbered parameters only."""
+
+    def __init__(self) -> None:
+        self.args: list[Any] = []
+        self.where: list[str] = []
+
+    def param(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def scope(self, scope: Scope) -> None:
+        if scope.rm_ids is None:
+            return
+        parts = []
+        if scope.rm_ids:
+            parts.append(f"a.rm_id = ANY({self.param(sorted(scope.rm_ids))}::text[])")
+        if scope.unassigned:
+            parts.append("a.rm_id IS NULL")
+        self.where.append("(" + " OR ".join(parts) + ")" if parts else "FALSE")
+
+    def sql(self) -> str:
+        return " AND ".join(self.where) if self.where else "TRUE"
+
+
+_STAGING_DDL = """
+CREATE TEMP TABLE IF NOT EXISTS alert_staging (
+    alert_id text, type text, severity text, client_id text, rm_id text, tier text,
+    occurred_at timestamptz, detected_at timestamptz, title text, facts text,
+    rule_version text, source_event_ids text[]
+) ON COMMIT DELETE ROWS
+"""
+_STAGING_COLUMNS = (
+    "alert_id",
+    "type",
+    "severity",
+    "client_id",
+    "rm_id",
+    "tier",
+    "occurred_at",
+    "detected_at",
+    "title",
+    "facts",
+    "rule_version",
+    "source_event_ids",
+)
+_INSERT_FROM_STAGING = f"""
+WITH ins AS (
+    INSERT INTO alerts ({", ".join(_STAGING_COLUMNS)})
+    SELECT alert_id, type, severity, client_id, rm_id, tier, occurred_at, detected_at, title,
+           facts::jsonb, rule_version, source_event_ids
+    FROM alert_staging
+    ON CONFLICT (alert_id) DO NOTHING
+    RETURNING alert_id, stored_at
+)
+INSERT INTO alert_events (alert_id, at, actor, actor_role, from_status, to_status)
+SELECT alert_id, stored_at, '{SYSTEM_ACTOR}', 'system', NULL, 'open' FROM ins
+"""
+_UPSERT_SNAPSHOT = """
+INSERT INTO client_snapshots
+    (client_id, tier, aum, rm_id, segment, last_activity, last_rm_contact, dormant, closed, as_of, updated_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
+ON CONFLICT (client_id) DO UPDATE SET
+    tier = EXCLUDED.tier, aum = EXCLUDED.aum, rm_id = EXCLUDED.rm_id, segment = EXCLUDED.segment,
+    last_activity = EXCLUDED.last_activity, last_rm_contact = EXCLUDED.last_rm_contact,
+    dormant = EXCLUDED.dormant, closed = EXCLUDED.closed, as_of = EXCLUDED.as_of, updated_at = now()
+"""
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Per-connection staging table for COPY; emptied at every commit.
+    await conn.execute(_STAGING_DDL)
+
+
+class AlertStore:
+    """An asyncpg pool over the clientpulse schema. `connect` then `migrate` before use."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 15.0,
+    ) -> None:
+        self.dsn = dsn
+        self._min_size, self._max_size = min_size, max_size
+        self._connect_timeout, self._command_timeout = connect_timeout, command_timeout
+        self._pool: asyncpg.Pool | None = None
+        self.migrated = False
+
+    @property
+    def connected(self) -> bool:
+        return self._pool is not None
+
+    def _require(self) -> asyncpg.Pool:
+        if self._pool is None:
+            raise StoreUnavailable("database not connected")
+        return self._pool
+
+    async def connect(self) -> None:
+        if self._pool is not None:
+            return
+        self._pool = await asyncpg.create_pool(
+            self.dsn,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            timeout=self._connect_timeout,
+            command_timeout=self._command_timeout,
+            init=_init_connection,
+            server_settings={"application_name": "clientpulse"},
+        )
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def ping(self, timeout: float = 2.0) -> bool:
+        """True when a query round-trips within `timeout`."""
+        if self._pool is None:
+            return False
+        try:
+            async with self._pool.acquire(timeout=timeout) as conn:
+                await conn.fetchval("SELECT 1", timeout=timeout)
+        except Exception:  # any failure means: not usable right now
+            return False
+        return True
+
+    async def migrate(self) -> list[str]:
+        """Apply the migrations not yet applied, each in its own transaction; return their names."""
+        pool = self._require()
+        applied_now: list[str] = []
+        async with pool.acquire() as conn:
+            await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK)
+            try:
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version integer PRIMARY KEY, name text NOT NULL, checksum text NOT NULL,"
+                    " applied_at timestamptz NOT NULL DEFAULT now())"
+                )
+                done = {
+                    r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+                }
+                for migration in load_migrations():
+                    previous = done.get(migration.version)
+                    if previous is not None:
+                        if previous["checksum"] != migration.checksum:
+                            raise MigrationError(
+                                f"migration {migration.name} changed after it was applied; add a new migration instead"
+                            )
+                        continue
+                    async with conn.transaction():
+                        await conn.execute(migration.sql)
+                        await conn.execute(
+                            "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                            migration.version,
+                            migration.name,
+                            migration.checksum,
+                        )
+                    log.info("applied migration %s", migration.name)
+                    applied_now.append(migration.name)
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
+        self.migrated = True
+        return applied_now
+
+    # ------------------------------------------------------------------ writes from the stream
+    async def insert_alerts(self, alerts: Sequence[Alert]) -> int:
+        """Store alerts not stored before (by alert_id), in one transaction; return how many were new."""
+        if not alerts:
+            return 0
+        records = [
+            (
+                a.alert_id,
+                a.type,
+                a.severity,
+                a.client_id,
+                a.rm_id,
+                a.tier,
+                a.occurred_at,
+                a.detected_at,
+                a.title,
+                orjson.dumps(a.facts).decode(),
+                a.rule_version,
+                list(a.source_event_ids),
+            )
+            for a in alerts
+        ]
+        async with self._require().acquire() as conn, conn.transaction():
+            await conn.copy_records_to_table("alert_staging", records=records, columns=_STAGING_COLUMNS)
+            status = await conn.execute(_INSERT_FROM_STAGING)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def upsert_snapshots(self, snapshots: Sequence[ClientSnapshot]) -> int:
+        """Latest snapshot per client wins (input order); return the number of clients written."""
+        latest: dict[str, ClientSnapshot] = {}
+        for snap in snapshots:
+            latest[snap.client_id] = snap
+        if not latest:
+            return 0
+        rows = [
+            (
+                s.client_id,
+                s.tier,
+                s.aum,
+                s.rm_id,
+                s.segment,
+                s.last_activity,
+                s.last_rm_contact,
+                s.dormant,
+                s.closed,
+                s.as_of,
+            )
+            for s in latest.values()
+        ]
+        async with self._require().acquire() as conn, conn.transaction():
+            await conn.executemany(_UPSERT_SNAPSHOT, rows)
+        return len(rows)
+
+    # ------------------------------------------------------------------ reads for the API
+    async def list_alerts(
+        self, scope: Scope, flt: AlertFilter, *, limit: int = 50, cursor: str | None = None
+    ) -> AlertPage:
+        """Newest first by (occurred_at, alert_id): a keyset page, stable while alerts are added."""
+        q = _Query()
+        q.scope(scope)
+        if flt.unassigned:
+            q.where.append("a.rm_id IS NULL")
+        elif flt.rm_id is not None:
+            q.where.append(f"a.rm_id = {q.param(flt.rm_id)}")
+        if flt.statuses:
+            q.where.append(f"a.status = ANY({q.param(list(flt.statuses))}::text[])")
+        if flt.types:
+            q.where.append(f"a.type = ANY({q.param(list(flt.types))}::text[])")
+        if flt.since is not None:
+            q.where.append(f"a.occurred_at >= {q.param(flt.since)}")
+        if flt.client_id is not None:
+            q.where.append(f"a.client_id = {q.param(flt.client_id)}")
+        if cursor is not None:
+            at, after_id = decode_cursor(cursor)
+            q.where.append(f"(a.occurred_at, a.alert_id) < ({q.param(at)}::timestamptz, {q.param(after_id)}::text)")
+        sql = (
+            f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()} "
+            f"ORDER BY a.occurred_at DESC, a.alert_id DESC LIMIT {q.param(limit + 1)}"
+        )
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(sql, *q.args)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["alert_id"]) if more and rows else None
+        return AlertPage([_alert_json(r) for r in rows], next_cursor)
+
+    async def get_alert(self, alert_id: str, scope: Scope) -> dict[str, Any] | None:
+        """The alert with its audit trail (oldest change first), or None when absent or not visible."""
+        async with self._require().acquire() as conn:
+            return await self._get(conn, alert_id, scope)
+
+    async def _get(self, conn: asyncpg.Connection, alert_id: str, scope: Scope) -> dict[str, Any] | None:
+        q = _Query()
+        q.where.append(f"a.alert_id = {q.param(alert_id)}")
+        q.scope(scope)
+        row = await conn.fetchrow(f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()}", *q.args)
+        if row is None:
+            return None
+        events = await conn.fetch(
+            "SELECT at, actor, actor_role, from_status, to_status, note"
+            " FROM alert_events WHERE alert_id = $1 ORDER BY id",
+            alert_id,
+        )
+        alert = _alert_json(row)
+        alert["events"] = [_event_json(e) for e in events]
+        return alert
+
+    async def transition(
+        self, alert_id: str, action: str, *, scope: Scope, actor: str, actor_role: str, note: str | None
+    ) -> dict[str, Any]:
+        """Move an alert along its lifecycle and audit it, atomically; the alert row is locked meanwhile."""
+        allowed, target = TRANSITIONS[action]
+        async with self._require().acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow("SELECT status, rm_id FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
+                if row is None or not scope.allows(row["rm_id"]):
+                    raise NotFound(alert_id)
+                if row["status"] not in allowed:
+                    raise InvalidTransition(action, row["status"])
+                await conn.execute(
+                    "UPDATE alerts SET status = $2, updated_at = now() WHERE alert_id = $1", alert_id, target
+                )
+                await conn.execute(
+                    "INSERT INTO alert_events (alert_id, actor, actor_role, from_status, to_status, note)"
+                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    alert_id,
+                    actor,
+                    actor_role,
+                    row["status"],
+                    target,
+                    note,
+                )
+            alert = await self._get(conn, alert_id, scope)
+        if alert is None:  # pragma: no cover - the row was just updated under a lock
+            raise NotFound(alert_id)
+        return alert
+
+    async def get_client(self, client_id: str) -> dict[str, Any] | None:
+        async with self._require().acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT client_id, tier, aum, rm_id, segment, last_activity, last_rm_contact, dormant, closed,"
+                " as_of, updated_at FROM client_snapshots WHERE client_id = $1",
+                client_id,
+            )
+        return _snapshot_json(row) if row is not None else None
