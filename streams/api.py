@@ -1,0 +1,341 @@
+"""The RM API: alerts and client pages over HTTP, per-principal visibility, health and metrics.
+
+Visibility is enforced in the store queries; an alert or client outside the
+caller's scope is answered with 404, exactly like one that does not exist.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from handlers.auth import Principal, Principals, bearer_token
+from handlers.store import (
+    STATUSES,
+    TRANSITIONS,
+    AlertFilter,
+    AlertStore,
+    CursorError,
+    InvalidTransition,
+    NotFound,
+    StoreUnavailable,
+)
+from schemas.alerts import ALERT_TYPES
+from streams import metrics as _metrics  # noqa: F401  (registers the store series served on /metrics)
+
+log = logging.getLogger(__name__)
+
+SinkStatus = Callable[[], Mapping[str, Any]]
+STORE_KEY = web.AppKey("store", AlertStore)
+PRINCIPALS_KEY = web.AppKey("principals", Principals)
+SINK_STATUS_KEY: web.AppKey[SinkStatus] = web.AppKey("sink_status")
+AUTH_SLOTS_KEY = web.AppKey("auth_slots", asyncio.Semaphore)
+# aiohttp >= 3.12 has typed request keys; older versions take a plain string.
+PRINCIPAL_KEY: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 200
+CLIENT_RECENT_ALERTS = 20
+MAX_ID_LENGTH = 64
+MAX_NOTE_LENGTH = 2000
+MAX_BODY_BYTES = 16 * 1024
+UNASSIGNED = "unassigned"
+LIST_PARAMS = frozenset({"rm_id", "status", "type", "since", "limit", "cursor", "client_id"})
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
+_DB_DOWN = (
+    StoreUnavailable,
+    OSError,
+    TimeoutError,
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,
+    asyncpg.InsufficientResourcesError,
+)
+
+
+class ApiError(Exception):
+    def __init__(self, http_status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.http_status, self.code, self.message, self.extra = http_status, code, message, extra
+
+
+def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(data), status=status, content_type="application/json", headers=dict(headers or {})
+    )
+
+
+def _error(http_status: int, code: str, message: str, **extra: Any) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="clientpulse"'} if http_status == 401 else None
+    return _json({"error": code, "message": message, **extra}, http_status, headers)
+
+
+_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    """Every answer is JSON; a database outage is 503; nothing a caller sends can make a 500."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return _error(exc.http_status, exc.code, exc.message, **exc.extra)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        return _error(
+            exc.status,
+            code,
+            exc.reason,
+            **({"allowed": sorted(exc.allowed_methods)} if isinstance(exc, web.HTTPMethodNotAllowed) else {}),
+        )
+    except _DB_DOWN as exc:
+        log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
+        return _error(503, "unavailable", "the alert store is unavailable; retry later")
+    except Exception:
+        log.exception("unexpected error in %s %s", request.method, request.path)
+        return _error(500, "internal", "unexpected error")
+
+
+@web.middleware
+async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
+    if not request.path.startswith("/api/"):
+        return await handler(request)
+    token = bearer_token(request.headers.get("Authorization"))
+    if token is None:
+        raise ApiError(401, "unauthenticated", "missing or malformed `Authorization: Bearer <token>` header")
+    principals = request.app[PRINCIPALS_KEY]
+    principal = principals.cached(token)
+    if principal is None:
+        # A first sight of a token costs a slow hash per configured token: off the loop, few at a time.
+        async with request.app[AUTH_SLOTS_KEY]:
+            principal = await asyncio.get_running_loop().run_in_executor(None, principals.authenticate, token)
+    if principal is None:
+        raise ApiError(401, "unauthenticated", "unknown token")
+    request[PRINCIPAL_KEY] = principal
+    return await handler(request)
+
+
+def _principal(request: web.Request) -> Principal:
+    principal: Principal = request[PRINCIPAL_KEY]
+    return principal
+
+
+def _store(request: web.Request) -> AlertStore:
+    return request.app[STORE_KEY]
+
+
+def _check_id(value: str, what: str) -> str:
+    if not value or len(value) > MAX_ID_LENGTH or _CONTROL.search(value):
+        raise ApiError(400, "bad_request", f"{what}: must be 1-{MAX_ID_LENGTH} characters without control characters")
+    return value
+
+
+def _single(request: web.Request, name: str) -> str | None:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, "bad_request", f"{name}: give it once")
+    return values[0] if values else None
+
+
+def _multi(request: web.Request, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    out: list[str] = []
+    for raw in request.query.getall(name, []):
+        for item in raw.split(","):
+            item = item.strip()
+            if item not in allowed:
+                raise ApiError(400, "bad_request", f"{name}: {item!r} is not one of {', '.join(allowed)}")
+            if item not in out:
+                out.append(item)
+    return tuple(out)
+
+
+def _parse_since(text: str) -> datetime:
+    # An unencoded `+` in a query string arrives as a space: accept it back.
+    text = _SPACE_OFFSET.sub(r"+\1", text.strip())
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"since: not an RFC 3339 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise ApiError(400, "bad_request", "since: needs an offset, e.g. 2026-03-01T00:00:00Z (encode + as %2B)")
+    return value
+
+
+def _parse_limit(text: str | None) -> int:
+    if text is None:
+        return DEFAULT_LIMIT
+    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+        raise ApiError(400, "bad_request", f"limit: an integer from 1 to {MAX_LIMIT}")
+    return int(text)
+
+
+async def list_alerts(request: web.Request) -> web.Response:
+    unknown = sorted(set(request.query) - LIST_PARAMS)
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    rm_id = _single(request, "rm_id")
+    client_id = _single(request, "client_id")
+    since = _single(request, "since")
+    cursor = _single(request, "cursor")
+    flt = AlertFilter(
+        rm_id=None if rm_id in (None, UNASSIGNED) else _check_id(rm_id or "", "rm_id"),
+        unassigned=rm_id == UNASSIGNED,
+        statuses=_multi(request, "status", STATUSES),
+        types=_multi(request, "type", ALERT_TYPES),
+        since=_parse_since(since) if since is not None else None,
+        client_id=_check_id(client_id, "client_id") if client_id is not None else None,
+    )
+    limit = _parse_limit(_single(request, "limit"))
+    try:
+        page = await _store(request).list_alerts(_principal(request).scope, flt, limit=limit, cursor=cursor)
+    except CursorError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    return _json({"alerts": page.alerts, "next_cursor": page.next_cursor})
+
+
+async def get_alert(request: web.Request) -> web.Response:
+    alert_id = _check_id(request.match_info["alert_id"], "alert_id")
+    alert = await _store(request).get_alert(alert_id, _principal(request).scope)
+    if alert is None:
+        raise ApiError(404, "not_found", f"no alert {alert_id}")
+    return _json(alert)
+
+
+async def _read_note(request: web.Request, required: bool) -> str | None:
+    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    raw = await request.read()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "body_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "bad_request", f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", 'body: expected a JSON object like {"note": "..."}')
+    extra = sorted(set(body) - {"note"})
+    if extra:
+        raise ApiError(400, "bad_request", f"body: unknown field(s) {', '.join(extra)}; only `note` is accepted")
+    note = body.get("note")
+    if note is not None and not isinstance(note, str):
+        raise ApiError(400, "bad_request", "note: must be a string")
+    if note is not None:
+        note = note.strip()
+        if len(note) > MAX_NOTE_LENGTH:
+            raise ApiError(400, "bad_request", f"note: at most {MAX_NOTE_LENGTH} characters")
+        if _NOTE_CONTROL.search(note):
+            raise ApiError(400, "bad_request", "note: control characters are not allowed")
+        note = note or None
+    if required and note is None:
+        raise ApiError(400, "bad_request", "note: required (the reason for dismissing)")
+    return note
+
+
+def _action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    if name not in TRANSITIONS:  # pragma: no cover - wiring mistake
+        raise ValueError(name)
+
+    async def handler(request: web.Request) -> web.Response:
+        alert_id = _check_id(request.match_info["alert_id"], "alert_id")
+        note = await _read_note(request, required=name == "dismiss")
+        principal = _principal(request)
+        store = _store(request)
+        if not principal.can_act:
+            # ops see everything, so a 403 here reveals nothing they could not read.
+            raise ApiError(403, "forbidden", f"{principal.role} tokens are read-only")
+        try:
+            alert = await store.transition(
+                alert_id, name, scope=principal.scope, actor=principal.name, actor_role=principal.role, note=note
+            )
+        except NotFound:
+            raise ApiError(404, "not_found", f"no alert {alert_id}") from None
+        except InvalidTransition as exc:
+            raise ApiError(409, "invalid_transition", str(exc), status=exc.status) from None
+        return _json(alert)
+
+    return handler
+
+
+async def get_client(request: web.Request) -> web.Response:
+    client_id = _check_id(request.match_info["client_id"], "client_id")
+    scope = _principal(request).scope
+    store = _store(request)
+    snapshot = await store.get_client(client_id)
+    page = await store.list_alerts(scope, AlertFilter(client_id=client_id), limit=CLIENT_RECENT_ALERTS)
+    # The snapshot's RM decides; without a snapshot yet, visible alerts of the client do.
+    visible = scope.allows(snapshot["rm_id"]) if snapshot is not None else bool(page.alerts)
+    if not visible:
+        raise ApiError(404, "not_found", f"no client {client_id}")
+    return _json({"client": snapshot, "recent_alerts": page.alerts})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: 503 only when the sink loop has died; a database outage shows as `degraded`."""
+    status_fn = request.app.get(SINK_STATUS_KEY)
+    store = request.app[STORE_KEY]
+    if status_fn is None:
+        return _json({"status": "ok", "store": "up" if store.connected else "down"})
+    sink = dict(status_fn())
+    body: dict[str, Any] = {
+        "status": "ok" if sink.get("healthy") else "degraded",
+        "store": "up" if sink.get("healthy") else "down",
+    }
+    body["sink"] = sink
+    if sink.get("failed"):
+        body["status"] = "failed"
+        return _json(body, 503)
+    return _json(body)
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: the database answers now and the schema is in place."""
+    store = request.app[STORE_KEY]
+    if store.migrated and await store.ping(timeout=2.0):
+        return _json({"status": "ready"})
+    return _json({"status": "unavailable", "message": "the alert store database is unreachable"}, 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_api(
+    store: AlertStore,
+    principals: Principals | None,
+    *,
+    sink_status: SinkStatus | None = None,
+    with_rm_api: bool = True,
+) -> web.Application:
+    """The HTTP app. Without principals every /api request is 401; `with_rm_api=False` serves only ops routes."""
+    app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY_BYTES * 4)
+    app[STORE_KEY] = store
+    app[PRINCIPALS_KEY] = principals if principals is not None else Principals([])
+    app[AUTH_SLOTS_KEY] = asyncio.Semaphore(2)
+    if sink_status is not None:
+        app[SINK_STATUS_KEY] = sink_status
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    if with_rm_api:
+        app.router.add_get("/api/alerts", list_alerts)
+        app.router.add_get("/api/alerts/{alert_id}", get_alert)
+        app.router.add_post("/api/alerts/{alert_id}/ack", _action("ack"))
+        app.router.add_post("/api/alerts/{alert_id}/resolve", _action("resolve"))
+        app.router.add_post("/api/alerts/{alert_id}/dismiss", _action("dismiss"))
+        app.router.add_get("/api/clients/{client_id}", get_client)
+    return app
