@@ -9,6 +9,7 @@ from typing import Literal
 
 from pydantic import ValidationError
 
+from handlers.fastdecode import fast_decode
 from handlers.ruleset import Ruleset
 from schemas.alerts import DeadLetter
 from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
@@ -63,10 +64,12 @@ def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset
         return Rejection("empty", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
-    try:
-        event = MODELS[kind].model_validate_json(raw)
-    except ValidationError as exc:
-        return _describe(exc)
+    event = fast_decode(kind, raw)
+    if event is None:
+        try:
+            event = MODELS[kind].model_validate_json(raw)
+        except ValidationError as exc:
+            return _describe(exc)
     if key is not None and key != event.client_id.encode():
         return Rejection("key_mismatch", "key: does not match client_id (events must be keyed by client_id)")
     if key is None:

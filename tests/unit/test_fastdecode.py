@@ -1,0 +1,172 @@
+"""The fast decoder never accepts what the contract models reject, and agrees on every value."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers.fastdecode import fast_decode
+from schemas.events import ClientEvent, InteractionEvent, TransactionEvent
+
+MODELS = {"transactions": TransactionEvent, "interactions": InteractionEvent, "clients": ClientEvent}
+
+texts = st.one_of(
+    st.text(max_size=6),
+    st.sampled_from(["", "c-1", "x" * 64, "x" * 65, "x" * 128, "x" * 129, "x" * 257, "USD", "usd", "USD\n", " USD"]),
+)
+times = st.one_of(
+    st.sampled_from(
+        [
+            "2026-03-01T10:00:00+08:00",
+            "2026-03-01T10:00:00Z",
+            "2026-03-01T10:00:00.123456-05:00",
+            "2026-03-01T10:00:00.1234567+00:00",
+            "2026-03-01T10:00:00",
+            "2026-03-01 10:00:00+00:00",
+            "2026-03-01",
+            "9999-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "2026-02-30T10:00:00Z",
+            "2026-03-01T24:00:00Z",
+            "2026-03-01T10:00:00+24:00",
+            "20260301T100000+0800",
+        ]
+    ),
+    st.integers(),
+    st.none(),
+)
+amounts = st.one_of(
+    st.sampled_from(
+        ["1", "0", "-1", "0.01", "0.001", "1e3", "1E-9", "NaN", "inf", "1" * 17, "1" * 16, " 5", "5 ", "", "+5"]
+    ),
+    st.decimals(allow_nan=True, allow_infinity=True).map(str),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(10**20), max_value=10**20),
+    st.booleans(),
+    st.none(),
+)
+
+
+def maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(st.just(...), strategy)  # ... means: leave the field out
+
+
+def _obj(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, Any]]:
+    return st.fixed_dictionaries({k: maybe(v) for k, v in fields.items()}).map(
+        lambda d: {k: v for k, v in d.items() if v is not ...}
+    )
+
+
+common = {"event_id": texts, "client_id": texts, "occurred_at": times}
+transactions = _obj(
+    **common,
+    account_id=texts,
+    amount=amounts,
+    currency=texts,
+    direction=st.sampled_from(["credit", "debit", "Debit", 1]),
+    kind=st.sampled_from(["card", "salary", "refund"]),
+    channel=st.sampled_from(["pos", "batch", "web"]),
+    initiated_by=st.sampled_from(["customer", "bank", "rm"]),
+    balance_after=amounts,
+    counterparty=st.one_of(st.none(), _obj(bank=st.sampled_from(["internal", "external", "x"]), name=texts), texts),
+)
+interactions = _obj(
+    **common,
+    kind=st.sampled_from(["call", "complaint", "email"]),
+    channel=st.sampled_from(["phone", "onsite", "atm"]),
+    initiated_by=st.sampled_from(["customer", "rm", "bank"]),
+    rm_id=st.one_of(st.none(), texts),
+    severity=st.sampled_from(["low", "high", "critical", None]),
+    satisfaction=st.one_of(st.integers(-1, 7), st.floats(0, 6), st.sampled_from(["3", True, None])),
+)
+clients = _obj(
+    **common,
+    kind=st.sampled_from(["onboarded", "rm_assigned", "product_maturing", "closed", "merged"]),
+    rm_id=st.one_of(st.none(), texts),
+    segment=st.sampled_from(["retail", "corporate", "vip", None]),
+    product=st.one_of(
+        st.none(),
+        _obj(
+            product_id=texts,
+            maturity_date=st.sampled_from(["2026-04-01", "2026-4-1", "2026-02-30", "20260401", 20260401, None]),
+            amount=amounts,
+            currency=texts,
+        ),
+    ),
+)
+
+
+def _check(kind: str, value: dict[str, Any]) -> bool:
+    raw = json.dumps(value).encode()
+    fast = fast_decode(kind, raw)
+    if fast is None:
+        return False
+    contract = MODELS[kind].model_validate_json(raw)  # raises if the fast path accepted too much
+    assert fast == contract
+    assert fast.model_dump() == contract.model_dump()
+    if kind == "clients":
+        assert ("rm_id" in fast.model_fields_set) == ("rm_id" in contract.model_fields_set)
+    return True
+
+
+SETTINGS = settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@SETTINGS
+@given(transactions)
+def test_transactions_agree(value: dict[str, Any]) -> None:
+    _check("transactions", value)
+
+
+@SETTINGS
+@given(interactions)
+def test_interactions_agree(value: dict[str, Any]) -> None:
+    _check("interactions", value)
+
+
+@SETTINGS
+@given(clients)
+def test_clients_agree(value: dict[str, Any]) -> None:
+    _check("clients", value)
+
+
+def test_ordinary_events_take_the_fast_path() -> None:
+    tx = {
+        "event_id": "e-1",
+        "client_id": "c-1",
+        "occurred_at": "2026-03-01T10:00:00+08:00",
+        "account_id": "a-1",
+        "amount": "120.50",
+        "currency": "USD",
+        "direction": "debit",
+        "kind": "card",
+        "channel": "pos",
+        "initiated_by": "customer",
+        "counterparty": {"bank": "external"},
+        "unknown": {"nested": [1, 2]},
+    }
+    assert _check("transactions", tx)
+    assert _check("transactions", {**tx, "amount": 99.99, "balance_after": "-10"})
+    ix = {
+        "event_id": "i",
+        "client_id": "c",
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "kind": "call",
+        "channel": "phone",
+        "initiated_by": "rm",
+        "rm_id": "rm-1",
+        "satisfaction": 4,
+    }
+    assert _check("interactions", ix)
+    ce = {
+        "event_id": "k",
+        "client_id": "c",
+        "occurred_at": "2026-03-01T10:00:00Z",
+        "kind": "product_maturing",
+        "product": {"product_id": "td", "maturity_date": "2026-04-01", "amount": "5000", "currency": "CNY"},
+    }
+    assert _check("clients", ce)
+    assert _check("clients", {**ce, "kind": "rm_assigned", "rm_id": None, "product": None})
