@@ -85,7 +85,7 @@ class _Client(msgspec.Struct):
     product: _Product | None = None
 
 
-_DECODERS = {
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "transactions": msgspec.json.Decoder(_Tx),
     "interactions": msgspec.json.Decoder(_Interaction),
     "clients": msgspec.json.Decoder(_Client),

@@ -172,7 +172,10 @@ class Demo:
         def on_sent(n: int) -> None:
             self.sent = n
 
-        tasks = [asyncio.create_task(self.print_alerts(stop)), asyncio.create_task(self.progress(stop))]
+        tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self.print_alerts(stop)),
+            asyncio.create_task(self.progress(stop)),
+        ]
         await self.wait_worker_ready(stop)
         tasks.append(
             asyncio.create_task(
