@@ -9,6 +9,7 @@ from datetime import datetime
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import from_us
+from handlers.trusted import construct
 from schemas.alerts import SEVERITY_RANK, Alert
 
 
@@ -62,18 +63,21 @@ class AlertContext:
                 return
             state.cooldowns[alert_type] = [occurred_us, rank]
         self.outcome.alerts.append(
-            Alert(
-                alert_id=alert_id(state.client_id, alert_type, trigger),
-                type=alert_type,  # type: ignore[arg-type]
-                severity=severity,  # type: ignore[arg-type]
-                client_id=state.client_id,
-                rm_id=state.rm_id,
-                tier=tier if tier is not None else state.tier,  # type: ignore[arg-type]
-                occurred_at=from_us(occurred_us),
-                detected_at=self.detected_at,
-                title=title,
-                facts=facts,
-                rule_version=self.rules.rule_version,
-                source_event_ids=sources,
+            construct(
+                Alert,
+                {
+                    "alert_id": alert_id(state.client_id, alert_type, trigger),
+                    "type": alert_type,
+                    "severity": severity,
+                    "client_id": state.client_id,
+                    "rm_id": state.rm_id,
+                    "tier": tier if tier is not None else state.tier,
+                    "occurred_at": from_us(occurred_us),
+                    "detected_at": self.detected_at,
+                    "title": title,
+                    "facts": facts,
+                    "rule_version": self.rules.rule_version,
+                    "source_event_ids": sources,
+                },
             )
         )

@@ -14,11 +14,11 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel
 
+from handlers.trusted import construct as _construct
 from schemas.events import ClientEvent, Counterparty, InteractionEvent, Product, TransactionEvent
 from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_YEAR
 
@@ -90,19 +90,6 @@ _DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
     "interactions": msgspec.json.Decoder(_Interaction),
     "clients": msgspec.json.Decoder(_Client),
 }
-
-
-_Model = TypeVar("_Model", bound=BaseModel)
-
-
-def _construct(cls: type[_Model], values: dict[str, Any], given: set[str] | None = None) -> _Model:
-    """`model_construct` without its per-field loop (values here are complete and already checked)."""
-    obj = cls.__new__(cls)
-    object.__setattr__(obj, "__dict__", values)
-    object.__setattr__(obj, "__pydantic_fields_set__", given if given is not None else set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
-    return obj
 
 
 def _time(text: str) -> datetime:

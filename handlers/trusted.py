@@ -1,0 +1,23 @@
+"""Building pydantic models from values the code itself produced and checked.
+
+`model_construct` still loops over every field in Python; on the hot path we
+set the instance dictionary directly. Only for values that are already exactly
+the field types: tests validate such models against the schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from pydantic import BaseModel
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def construct(cls: type[Model], values: dict[str, Any], given: set[str] | None = None) -> Model:
+    obj = cls.__new__(cls)
+    object.__setattr__(obj, "__dict__", values)
+    object.__setattr__(obj, "__pydantic_fields_set__", given if given is not None else set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
