@@ -42,6 +42,7 @@ class Settings(BaseSettings):
     api_tokens_file: Path | None = Field(None, validation_alias=_env("CLIENTPULSE_API_TOKENS_FILE"))
     api_tokens: str | None = Field(None, validation_alias=_env("CLIENTPULSE_API_TOKENS"))
     sink_batch_size: int = Field(500, validation_alias=_env("CLIENTPULSE_SINK_BATCH_SIZE"), ge=1, le=100_000)
+    sink_backoff_max: float = Field(5.0, validation_alias=_env("CLIENTPULSE_SINK_BACKOFF_MAX"), gt=0, le=300)
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

@@ -1,0 +1,351 @@
+"""The alert sink: rm.alerts.v1 and the client snapshots into PostgreSQL, then the RM API in the same process.
+
+Offsets are committed only after the batch is in the database. While the
+database is down the same batch is retried with backoff and nothing further
+is consumed, so an outage delays alerts but never loses one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition  # type: ignore[import-untyped]
+from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
+from pydantic import BaseModel, ValidationError
+
+from handlers.auth import AuthConfigError, Principals, TokenEntry, parse_token_config
+from handlers.decode import Rejection, dead_letter
+from handlers.store import AlertStore, ClientSnapshot, MigrationError
+from schemas.alerts import Alert
+from schemas.limits import MAX_MESSAGE_BYTES
+from streams import metrics
+from streams.api import create_api
+from streams.settings import ENV_NAMES, ConfigError, Settings
+from streams.topics import ensure_topics
+
+log = logging.getLogger("clientpulse.sink")
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+BACKOFF_INITIAL = 0.1
+IDLE_CHECK_SECONDS = 5.0
+"""With no traffic, check the database this often so the health report stays true."""
+
+
+class _Stopping(Exception):
+    """Raised out of a retry loop when the sink is asked to stop: the batch stays uncommitted."""
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def parse_message(model: type[M], raw: bytes | None) -> M | Rejection:
+    """A stored-to-be message, or why it becomes a dead letter (PostgreSQL text cannot hold NUL)."""
+    if not raw:
+        return Rejection("empty", "message has no value")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        parsed = model.model_validate_json(raw)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False)
+        if any(e["type"] == "json_invalid" for e in errors):
+            return Rejection("invalid_json", "not valid JSON")
+        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}" for e in errors[:3])
+        return Rejection("schema", detail)
+    if _has_nul(parsed.model_dump(mode="json")):
+        return Rejection("schema", "a text field contains a NUL character")
+    return parsed
+
+
+class AlertSink:
+    """Consumes alerts and snapshots (group `<app_id>-sink`) and stores them; `status()` is its health."""
+
+    def __init__(self, settings: Settings, store: AlertStore, *, backoff_initial: float = BACKOFF_INITIAL) -> None:
+        self.settings = settings
+        self.store = store
+        self.backoff_initial = backoff_initial
+        self.backoff_max = settings.sink_backoff_max
+        self.group_id = f"{settings.app_id}-sink"
+        self.healthy = False
+        self.failed = False
+        self.consuming = False
+        self.last_error: str | None = None
+        self.down_since: float | None = None
+        self.alerts_written = 0
+        self.alerts_new = 0
+        self.snapshots_written = 0
+        self.dead_letters = 0
+        self._last_db_ok = 0.0
+        self._stopping = asyncio.Event()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "failed": self.failed,
+            "consuming": self.consuming,
+            "last_error": self.last_error,
+            "down_for_seconds": round(time.monotonic() - self.down_since, 1) if self.down_since else None,
+            "alerts_written": self.alerts_written,
+            "alerts_new": self.alerts_new,
+            "snapshots_written": self.snapshots_written,
+            "dead_letters": self.dead_letters,
+        }
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    # ------------------------------------------------------------------ health
+    def _db_up(self) -> None:
+        if not self.healthy:
+            log.info("alert store reachable again" if self.down_since else "alert store connected")
+        self.healthy = True
+        self.down_since = None
+        self.last_error = None
+        self._last_db_ok = time.monotonic()
+        metrics.STORE_UP.set(1)
+
+    def _db_down(self, what: str, exc: BaseException) -> None:
+        if self.healthy or self.down_since is None:
+            self.down_since = time.monotonic()
+        self.healthy = False
+        self.last_error = f"{what}: {type(exc).__name__}: {exc}"[:500]
+        metrics.STORE_UP.set(0)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        if self._stopping.is_set():
+            raise _Stopping
+
+    async def _retry(self, what: str, op: Callable[[], Awaitable[T]], *, database: bool) -> T:
+        """Run `op` until it succeeds, backing off exponentially; only a stop request ends it otherwise."""
+        delay = self.backoff_initial
+        while True:
+            if self._stopping.is_set():
+                raise _Stopping
+            try:
+                result = await op()
+            except (asyncio.CancelledError, MigrationError):
+                raise
+            except Exception as exc:
+                if database:
+                    metrics.STORE_FAILURES.inc()
+                    self._db_down(what, exc)
+                log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+                await self._sleep(delay)
+                delay = min(delay * 2, self.backoff_max)
+                continue
+            if database:
+                self._db_up()
+            return result
+
+    async def _connect(self) -> None:
+        async def connect() -> None:
+            await self.store.connect()
+            applied = await self.store.migrate()
+            if applied:
+                log.info("schema migrations applied: %s", ", ".join(applied))
+
+        await self._retry("connecting to the alert store", connect, database=True)
+
+    # ------------------------------------------------------------------ the loop
+    async def run(self) -> None:
+        """Until stop(): connect (retrying), then consume, store, commit. Raises only on a fatal error."""
+        try:
+            await self._connect()
+            consumer = AIOKafkaConsumer(
+                self.settings.alerts_topic,
+                self.settings.snapshots_topic,
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                group_id=self.group_id,
+                client_id=self.group_id,
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=int(self.settings.session_timeout * 1000),
+                heartbeat_interval_ms=int(min(3000, max(500, self.settings.session_timeout * 1000 / 6))),
+                max_poll_records=self.settings.sink_batch_size,
+            )
+            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+            await consumer.start()
+            try:
+                await producer.start()
+                try:
+                    self.consuming = True
+                    await self._consume(consumer, producer)
+                finally:
+                    self.consuming = False
+                    await producer.stop()
+            finally:
+                await consumer.stop()
+        except _Stopping:
+            log.info("sink stopping; the batch in hand (if any) stays uncommitted and will be read again")
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            self.failed = True
+            raise
+
+    async def _consume(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer) -> None:
+        while not self._stopping.is_set():
+            batch: dict[TopicPartition, list[ConsumerRecord]] = await consumer.getmany(
+                timeout_ms=500, max_records=self.settings.sink_batch_size
+            )
+            if not batch:
+                await self._idle_check()
+                continue
+            offsets = await self._handle(batch, producer)
+            try:
+                await consumer.commit(offsets)
+            except KafkaError as exc:
+                # Typically a rebalance: the records come again and are stored once (ON CONFLICT).
+                log.warning("offset commit failed (%s); the batch may be re-read, which is harmless", exc)
+
+    async def _idle_check(self) -> None:
+        if time.monotonic() - self._last_db_ok < IDLE_CHECK_SECONDS and self.healthy:
+            return
+        if await self.store.ping(timeout=2.0):
+            self._db_up()
+        else:
+            self._db_down("health check", ConnectionError("database did not answer"))
+
+    async def _handle(
+        self, batch: dict[TopicPartition, list[ConsumerRecord]], producer: AIOKafkaProducer
+    ) -> dict[TopicPartition, int]:
+        """Store one fetched batch and dead-letter what cannot be stored; return the offsets to commit."""
+        alerts: list[Alert] = []
+        snapshots: list[ClientSnapshot] = []
+        letters: list[tuple[bytes | None, bytes]] = []
+        offsets: dict[TopicPartition, int] = {}
+        now = datetime.now(UTC)
+        for tp, records in batch.items():
+            is_alerts = tp.topic == self.settings.alerts_topic
+            for record in records:
+                offsets[tp] = record.offset + 1
+                if not is_alerts and record.value is None:
+                    continue  # a compaction tombstone: the worker never sends one, nothing to store
+                parsed = parse_message(Alert if is_alerts else ClientSnapshot, record.value)
+                if isinstance(parsed, Alert):
+                    alerts.append(parsed)
+                elif isinstance(parsed, ClientSnapshot):
+                    snapshots.append(parsed)
+                elif isinstance(parsed, Rejection):
+                    metrics.EVENTS_REJECTED.labels(topic=tp.topic, reason=parsed.reason).inc()
+                    letter = dead_letter(tp.topic, tp.partition, record.offset, record.key, record.value, parsed, now)
+                    letters.append((record.key, letter.model_dump_json().encode()))
+
+        async def write() -> int:
+            started = time.perf_counter()
+            new = await self.store.insert_alerts(alerts)
+            written = await self.store.upsert_snapshots(snapshots)
+            metrics.STORE_WRITE_SECONDS.observe(time.perf_counter() - started)
+            self.snapshots_written += written
+            return new
+
+        if alerts or snapshots:
+            new = await self._retry("writing to the alert store", write, database=True)
+            metrics.STORE_WRITES.inc(len(alerts))
+            metrics.STORE_NEW.inc(new)
+            self.alerts_written += len(alerts)
+            self.alerts_new += new
+        if letters:
+            await self._retry("sending dead letters", lambda: self._send_letters(producer, letters), database=False)
+            self.dead_letters += len(letters)
+        return offsets
+
+    async def _send_letters(self, producer: AIOKafkaProducer, letters: list[tuple[bytes | None, bytes]]) -> None:
+        futures = [await producer.send(self.settings.deadletter_topic, value, key=key) for key, value in letters]
+        await asyncio.gather(*futures)
+
+
+# ---------------------------------------------------------------------- process entry point
+def load_principals(settings: Settings) -> Principals:
+    """Tokens from CLIENTPULSE_API_TOKENS_FILE and/or CLIENTPULSE_API_TOKENS; bad config stops the start."""
+    entries: list[TokenEntry] = []
+    sources: list[tuple[str, str]] = []
+    if settings.api_tokens_file is not None:
+        env = ENV_NAMES["api_tokens_file"]
+        try:
+            sources.append((f"{env} ({settings.api_tokens_file})", settings.api_tokens_file.read_text("utf-8")))
+        except OSError as exc:
+            raise ConfigError(f"clientpulse: {env}: cannot read {settings.api_tokens_file}: {exc}") from None
+    if settings.api_tokens:
+        sources.append((ENV_NAMES["api_tokens"], settings.api_tokens))
+    try:
+        for source, text in sources:
+            entries.extend(parse_token_config(text, source))
+    except AuthConfigError as exc:
+        raise ConfigError(f"clientpulse: {exc}") from None
+    names = [e.name for e in entries]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ConfigError(f"clientpulse: API token names configured twice: {', '.join(duplicates)}")
+    if not entries:
+        log.warning(
+            "no API tokens configured (%s / %s): every /api request will be refused",
+            ENV_NAMES["api_tokens_file"],
+            ENV_NAMES["api_tokens"],
+        )
+    return Principals(entries)
+
+
+async def serve(settings: Settings, principals: Principals | None, with_api: bool) -> int:
+    """Sink plus HTTP (the RM API, or with_api=False only health and metrics) until SIGTERM/SIGINT."""
+    if not settings.database_url:
+        raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
+    await ensure_topics(settings)
+    store = AlertStore(settings.database_url)
+    sink = AlertSink(settings, store)
+    metrics.STORE_UP.set(0)
+    app = create_api(store, principals, sink_status=sink.status, with_rm_api=with_api)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.api_host, settings.api_port)
+    await site.start()
+    log.info(
+        "sink %s: %s -> PostgreSQL; HTTP on %s:%d (%s)",
+        sink.group_id,
+        settings.alerts_topic,
+        settings.api_host,
+        settings.api_port,
+        "RM API, health, metrics" if with_api else "health and metrics only",
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, sink.stop)
+    try:
+        await sink.run()
+    except MigrationError as exc:
+        log.error("cannot migrate the alert store: %s", exc)
+        return 1
+    except Exception:
+        log.exception("sink failed")
+        return 1
+    finally:
+        await runner.cleanup()
+        await store.close()
+    return 0
+
+
+def run_sink(settings: Settings, with_api: bool) -> int:
+    principals = load_principals(settings) if with_api else None
+    if not settings.database_url:
+        raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
+    return asyncio.run(serve(settings, principals, with_api))
