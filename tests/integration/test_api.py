@@ -9,13 +9,16 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from handlers.auth import Principals, Scope, TokenEntry, hash_token
-from handlers.store import AlertStore, ClientSnapshot
+from handlers.store import STATUSES, AlertStore, ClientSnapshot
+from schemas.alerts import ALERT_TYPES
 from streams.api import create_api
 from tests.integration.test_store import T0, make_alert
+from tests.support import ROOT
 
 pytestmark = pytest.mark.db
 
@@ -364,3 +367,15 @@ async def test_database_unreachable_is_503_not_500(database_url: str) -> None:
         assert resp.status == 503 and (await resp.json())["error"] == "unavailable"
         health = await client.get("/healthz")
         assert (await health.json())["store"] == "down"
+
+
+def test_openapi_documents_exactly_the_served_routes() -> None:
+    app = create_api(AlertStore("postgresql://127.0.0.1:1/unused"), Principals([]))
+    served = {
+        (r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD" and r.resource
+    }
+    doc = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
+    documented = {(method, path) for path, item in doc["paths"].items() for method in item if method in {"get", "post"}}
+    assert served == documented
+    assert doc["components"]["schemas"]["Status"]["enum"] == list(STATUSES)
+    assert doc["components"]["schemas"]["AlertType"]["enum"] == list(ALERT_TYPES)
