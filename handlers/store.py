@@ -13,7 +13,7 @@ import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
 from typing import Any, Literal
@@ -150,7 +150,8 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         at = datetime.fromisoformat(when)
         if at.tzinfo is None:
             raise ValueError("no offset")
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError):
+        at = at.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
         raise CursorError("cursor: not a cursor returned by this API") from None
     return at, alert_id
 

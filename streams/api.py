@@ -10,7 +10,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -101,6 +101,10 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
             exc.reason,
             **({"allowed": sorted(exc.allowed_methods)} if isinstance(exc, web.HTTPMethodNotAllowed) else {}),
         )
+    except asyncpg.DataError as exc:
+        # Inputs are validated before any query; this is the safety net for a value PostgreSQL still refuses.
+        log.warning("value refused by the database in %s %s: %s", request.method, request.path, exc)
+        return _error(400, "bad_request", "a value in the request is out of range")
     except _DB_DOWN as exc:
         log.warning("database unavailable for %s %s: %s", request.method, request.path, exc)
         return _error(503, "unavailable", "the alert store is unavailable; retry later")
@@ -171,13 +175,16 @@ def _parse_since(text: str) -> datetime:
         raise ApiError(400, "bad_request", f"since: not an RFC 3339 time: {text!r}") from None
     if value.tzinfo is None:
         raise ApiError(400, "bad_request", "since: needs an offset, e.g. 2026-03-01T00:00:00Z (encode + as %2B)")
-    return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(400, "bad_request", f"since: out of range: {text!r}") from None
 
 
 def _parse_limit(text: str | None) -> int:
     if text is None:
         return DEFAULT_LIMIT
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
+    if not (text.isascii() and text.isdigit() and len(text) <= 3) or not 1 <= int(text) <= MAX_LIMIT:
         raise ApiError(400, "bad_request", f"limit: an integer from 1 to {MAX_LIMIT}")
     return int(text)
 

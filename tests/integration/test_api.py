@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import random
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import yaml
@@ -14,7 +17,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
 from handlers.auth import Principals, Scope, TokenEntry, hash_token
-from handlers.store import STATUSES, AlertStore, ClientSnapshot
+from handlers.store import STATUSES, AlertStore, ClientSnapshot, encode_cursor
 from schemas.alerts import ALERT_TYPES
 from streams.api import create_api
 from tests.integration.test_store import T0, make_alert
@@ -281,6 +284,12 @@ async def test_client_page_shows_snapshot_and_recent_alerts(world: World) -> Non
         ({"limit": "ten"}, "limit"),
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-03-01T00:00:00"}, "offset"),
+        ({"since": "9999-12-31T23:00:00-05:00"}, "since"),
+        ({"since": "0001-01-01T00:00:00+05:00"}, "since"),
+        ({"limit": "\u00b2"}, "limit"),
+        ({"limit": "0000000000001"}, "limit"),
+        ({"cursor": encode_cursor(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "x")}, "cursor"),
+        ({"cursor": encode_cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "x")}, "cursor"),
         ({"cursor": "!!!"}, "cursor"),
         ({"cursor": "WyJ4Il0"}, "cursor"),  # valid base64 of a wrong shape
         ({"colour": "red"}, "unknown query parameter"),
@@ -379,3 +388,25 @@ def test_openapi_documents_exactly_the_served_routes() -> None:
     assert served == documented
     assert doc["components"]["schemas"]["Status"]["enum"] == list(STATUSES)
     assert doc["components"]["schemas"]["AlertType"]["enum"] == list(ALERT_TYPES)
+
+
+async def test_random_input_never_gets_a_500(world: World) -> None:
+    rnd = random.Random(20260301)
+    alphabet = [chr(i) for i in range(0, 0x3000, 7)] + ["\ud800", "%", "&", "=", "+", "/", "?", "#", "\\", '"']
+    keys = ["rm_id", "status", "type", "since", "limit", "cursor", "client_id"]
+    for _ in range(100):
+        text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 80)))
+        quoted = quote(text, safe="", errors="surrogatepass")
+        body = rnd.choice([text.encode("utf-8", "surrogatepass"), json.dumps({"note": text}).encode()])
+        who = rnd.choice(["alice", "maria", "olga"])
+        for method, url, data in (
+            ("GET", f"/api/alerts?{rnd.choice(keys)}={quoted}", None),
+            ("GET", f"/api/alerts/{quoted}", None),
+            ("GET", f"/api/clients/{quoted}", None),
+            ("POST", f"/api/alerts/{quoted}/{rnd.choice(['ack', 'resolve', 'dismiss'])}", body),
+        ):
+            resp = await world.client.request(method, url, headers=world.auth(who), data=data)
+            assert resp.status < 500, (method, url, data, await resp.text())
+            payload = await resp.json()
+            if resp.status >= 400:
+                assert payload["error"] and payload["message"]
