@@ -13,6 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.ruleset import Ruleset
+from streams import metrics
 from streams.topics import ensure_topics
 from tests.support import WorkerProcess, encode_records, make_settings, new_worker, produce, unique_prefix
 
@@ -178,3 +179,22 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
                         assert secret not in label_value, f"{sample.name} carries {secret!r} in a label"
     finally:
         worker.stop()
+
+
+def test_consumer_lag_report_drops_partitions_no_longer_owned() -> None:
+    """After a rebalance a worker reports only what it owns, so sum() over workers counts each partition once."""
+
+    def reported() -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["topic"], s.labels["partition"]): s.value
+            for family in metrics.CONSUMER_LAG.collect()
+            for s in family.samples
+        }
+
+    try:
+        metrics.report_consumer_lag({("in", 0): 5, ("in", 1): 7})
+        assert reported() == {("in", "0"): 5, ("in", "1"): 7}
+        metrics.report_consumer_lag({("in", 1): 2, ("in", 2): -3})
+        assert reported() == {("in", "1"): 2, ("in", "2"): 0}
+    finally:
+        metrics.CONSUMER_LAG.clear()
