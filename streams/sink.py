@@ -341,6 +341,7 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
     finally:
         await runner.cleanup()
         await store.close()
+    log.info("sink stopped")
     return 0
 
 
