@@ -88,15 +88,18 @@ def _apply_transaction(ctx: AlertContext, event: TransactionEvent, occurred: int
     state.accounts[event.account_id] = new
     if customer and event.direction == "debit":
         peak_before = outflows.highest_aum(state, occurred - rules.drain_window)
+    previous_aum = state.aum
     state.aum += new - old
-    outflows.add_aum_mark(state, occurred, rules.drain_window)
+    outflows.add_aum_mark(state, occurred, rules.drain_window, previous_aum)
     tiers.reclassify(ctx, occurred, event.event_id)
 
     if customer:
         moments.check_first_transaction(ctx, occurred, event.event_id)
         if event.direction == "debit":
             outflows.record_debit(state, occurred, cents, external)
-            outflows.prune_debits(state, state.watermark - rules.history_window)
+            # Relative to this debit, not the client's watermark: a transaction that arrives
+            # after a later-stamped event of the client still sees its whole window.
+            outflows.prune_debits(state, occurred - rules.history_window)
             outflows.check_debit(ctx, tier_before, occurred, cents, external, event.event_id, peak_before)
         elif external:
             moments.check_large_inflow(ctx, tier_before, occurred, cents, event.event_id)

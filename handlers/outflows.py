@@ -33,31 +33,29 @@ def window_sum(state: ClientState, start: int, end: int, external_only: bool) ->
     return total
 
 
-def add_aum_mark(state: ClientState, occurred_us: int, drain_window: int) -> None:
-    """Keep a falling sequence of (time, AUM): enough to answer 'highest AUM since t'."""
+def add_aum_mark(state: ClientState, occurred_us: int, drain_window: int, previous_aum: int) -> None:
+    """Remember that AUM `previous_aum` was held until `occurred_us`, when it changed.
+
+    `aum_marks` holds [until, aum] of past AUM levels with falling AUM: enough to
+    answer "highest AUM held since t", since a level counts while its end is after t.
+    """
     marks = state.aum_marks
-    ts = max(occurred_us, marks[-1][0]) if marks else occurred_us
-    while marks and marks[-1][1] <= state.aum:
+    until = max(occurred_us, marks[-1][0]) if marks else occurred_us
+    while marks and marks[-1][1] <= previous_aum:
         marks.pop()
-    marks.append([ts, state.aum])
-    cutoff = ts - drain_window
-    while len(marks) > 1 and marks[1][0] <= cutoff:
+    marks.append([until, previous_aum])
+    cutoff = occurred_us - drain_window
+    while marks and marks[0][0] <= cutoff:
         del marks[0]
 
 
 def highest_aum(state: ClientState, start: int) -> int:
     """Highest AUM held at any time in (start, now], the current AUM included."""
-    best = state.aum
-    before: int | None = None
-    for ts, aum in state.aum_marks:
-        if ts <= start:
-            before = aum
-            continue
-        best = max(best, aum)  # marks fall, so the first in the window is its maximum
-        break
-    if before is not None:
-        best = max(best, before)
-    return best
+    for until, aum in state.aum_marks:
+        if until > start:
+            # marks fall, so the first level still held after `start` is the highest past one
+            return max(state.aum, aum)
+    return state.aum
 
 
 def check_debit(
