@@ -39,11 +39,10 @@ PROGRESS_SECONDS = 5.0
 def format_alert(alert: dict[str, Any], colour: bool = False) -> str:
     """One readable line per alert (no account numbers: titles never carry them)."""
     at = str(alert.get("occurred_at", ""))[11:19]
-    severity = str(alert.get("severity", "")).upper()
+    level = str(alert.get("severity", ""))
+    severity = f"{level.upper():<8}"
     if colour:
-        severity = f"{COLOURS.get(str(alert.get('severity')), '')}{severity:<8}{RESET}"
-    else:
-        severity = f"{severity:<8}"
+        severity = f"{COLOURS.get(level, '')}{severity}{RESET}"
     return (
         f"{at} {severity} {alert.get('type', ''):<20} {alert.get('client_id', ''):<10} "
         f"{alert.get('rm_id') or 'unassigned':<10} {alert.get('tier') or '-':<8} {alert.get('title', '')}"
@@ -195,9 +194,7 @@ class Demo:
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         status = await loop.run_in_executor(None, self.worker_status)
-        self.say(
-            f"-- done: events sent {self.sent}, processed {status.get('processed', '-')}, alerts {self.alerts}"
-        )
+        self.say(f"-- done: events sent {self.sent}, processed {status.get('processed', '-')}, alerts {self.alerts}")
         return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,19 +43,15 @@ CLOCK_TABLE = "partition-clock"
 
 
 class PartitionedTable(faust.Table):
-    """A table written per batch: the changelog partition is the source event's, set explicitly.
+    """A table written once per client per batch, straight to its store and changelog.
 
-    Faust derives the changelog partition from the *current* event, which in a
-    batch is only the last one; here the batch writer names the partition.
+    Faust derives a changelog partition from the *current* event, which in a
+    batch is only the last one; the batch writer sends each record to the
+    partition its events came from instead. Recovery tells us which keys came
+    back, so the due index can be rebuilt.
     """
 
-    write_partition: int | None = None
     on_recovered_keys: Any = None
-
-    def partition_for_key(self, key: Any) -> int | None:
-        if self.write_partition is not None:
-            return self.write_partition
-        return super().partition_for_key(key)
 
     def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
         events = list(batch)
@@ -64,10 +60,47 @@ class PartitionedTable(faust.Table):
             self.on_recovered_keys(events)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Touched:
     state: ClientState
     partition: int
+    tier_before: str | None
+
+
+@dataclass(slots=True)
+class _BatchCounts:
+    """Metric increments gathered per batch: one labelled update per series, not per event."""
+
+    consumed: Counter[str] = field(default_factory=Counter)
+    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
+    duplicates: Counter[str] = field(default_factory=Counter)
+    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
+    suppressed: Counter[str] = field(default_factory=Counter)
+
+    def collect(self, outcome: Outcome, out: list[tuple[bytes, bytes]]) -> None:
+        for alert in outcome.alerts:
+            self.alerts[(alert.type, alert.severity)] += 1
+            out.append((alert.client_id.encode(), alert.model_dump_json().encode()))
+        for alert_type in outcome.suppressed:
+            self.suppressed[alert_type] += 1
+
+    def publish(self) -> None:
+        for topic, n in self.consumed.items():
+            metrics.EVENTS_CONSUMED.labels(topic=topic).inc(n)
+        for (topic, reason), n in self.rejected.items():
+            metrics.EVENTS_REJECTED.labels(topic=topic, reason=reason).inc(n)
+        for topic, n in self.duplicates.items():
+            metrics.EVENTS_DUPLICATE.labels(topic=topic).inc(n)
+        for (alert_type, severity), n in self.alerts.items():
+            metrics.ALERTS_EMITTED.labels(type=alert_type, severity=severity).inc(n)
+        for alert_type, n in self.suppressed.items():
+            metrics.ALERTS_SUPPRESSED.labels(type=alert_type).inc(n)
+
+
+def _as_bytes(value: Any) -> bytes | None:
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()
 
 
 @dataclass
@@ -188,7 +221,7 @@ class Pipeline:
         for partition, keys in recovered.items():
             index = self.indexes[partition]
             for key in keys:
-                raw = self.states.get(key)
+                raw = self._store.get(key)
                 if raw:
                     state = ClientState.from_bytes(raw)
                     index.note(state.client_id, engine.next_due(self.rules, state))
@@ -198,7 +231,7 @@ class Pipeline:
     def _recount_tiers(self) -> None:
         counts: dict[str, int] = defaultdict(int)
         for raw in self.states.values():
-            tier = orjson.loads(raw).get("tier") if raw else None
+            tier = ClientState.from_bytes(raw).tier if raw else None
             if tier:
                 counts[tier] += 1
         self.tier_counts = counts
@@ -222,45 +255,42 @@ class Pipeline:
         ticks: dict[int, int] = {}
         alerts: list[tuple[bytes, bytes]] = []
         letters: list[tuple[bytes | None, bytes]] = []
-        witness: dict[int, EventT] = {}
-        inputs = 0
+        counts = _BatchCounts()
         ticks_topic = self.settings.ticks_topic
         clock_is_event = self.settings.clock == "event"
         lag_now = time.time()
+        rules = self.rules
+        observe_lag = metrics.EVENT_LAG_SECONDS.observe
 
         for event in events:
             msg = event.message
+            topic = msg.topic
             partition = msg.partition
-            witness[partition] = event
-            if msg.topic == ticks_topic:
+            if topic == ticks_topic:
                 ticks[partition] = max(ticks.get(partition, 0), _tick_time(event.value))
                 continue
-            inputs += 1
-            topic = msg.topic
-            metrics.EVENTS_CONSUMED.labels(topic=topic).inc()
+            counts.consumed[topic] += 1
+            key = _as_bytes(event.key)
+            raw = _as_bytes(event.value)
             kind = kind_of_topic(topic)
-            key = event.key if isinstance(event.key, bytes) or event.key is None else str(event.key).encode()
-            raw = event.value if isinstance(event.value, bytes) or event.value is None else bytes(event.value)
-            decoded = decode(kind, key, raw, self.rules) if kind else Rejection("unknown_topic", "unknown topic")
+            decoded = decode(kind, key, raw, rules) if kind else Rejection("unknown_topic", "unknown topic")
             if isinstance(decoded, Rejection):
-                metrics.EVENTS_REJECTED.labels(topic=topic, reason=decoded.reason).inc()
+                counts.rejected[(topic, decoded.reason)] += 1
                 letter = dead_letter(topic, partition, msg.offset, key, raw, decoded, received_at)
                 letters.append((key, letter.model_dump_json().encode()))
                 continue
             occurred = to_us(decoded.occurred_at)
             now = self.clocks.observe(partition, occurred) if clock_is_event else wall_us()
-            entry = touched.get(decoded.client_id)
+            client_id = decoded.client_id
+            entry = touched.get(client_id)
             if entry is None:
-                entry = touched[decoded.client_id] = _Touched(self._load(decoded.client_id), partition)
-            state = entry.state
-            before_tier = state.tier
-            outcome = engine.apply(self.rules, state, decoded, now, received_at)
+                entry = touched[client_id] = self._load(client_id, partition)
+            outcome = engine.apply(rules, entry.state, decoded, now, received_at)
             if outcome.duplicate:
-                metrics.EVENTS_DUPLICATE.labels(topic=topic).inc()
+                counts.duplicates[topic] += 1
             else:
-                metrics.EVENT_LAG_SECONDS.observe(max(0.0, lag_now - occurred / 1_000_000))
-            self._count_tier(before_tier, state.tier)
-            self._collect(outcome, alerts)
+                observe_lag(max(0.0, lag_now - occurred / 1_000_000))
+            counts.collect(outcome, alerts)
 
         for partition, tick_now in ticks.items():
             metrics.CLOCK_SWEEPS.inc()
@@ -271,76 +301,78 @@ class Pipeline:
             for client_id in self.indexes[partition].pop_due(now):
                 entry = touched.get(client_id)
                 if entry is None:
-                    entry = touched[client_id] = _Touched(self._load(client_id), partition)
-                self._collect(engine.advance(self.rules, entry.state, now, received_at), alerts)
+                    entry = touched[client_id] = self._load(client_id, partition)
+                counts.collect(engine.advance(rules, entry.state, now, received_at), alerts)
 
         await self._publish(alerts, letters)
-        self._write_states(touched, witness)
-        self.processed += inputs
+        await self._write_states(touched)
+        counts.publish()
+        self.processed += sum(counts.consumed.values())
         metrics.BATCH_SIZE.observe(len(events))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
-    def _load(self, client_id: str) -> ClientState:
-        raw = self.states.get(client_id.encode())
-        return ClientState.from_bytes(raw) if raw else ClientState(client_id)
+    def _load(self, client_id: str, partition: int) -> _Touched:
+        raw = self._store.get(client_id.encode())
+        state = ClientState.from_bytes(raw) if raw else ClientState(client_id)
+        return _Touched(state, partition, state.tier)
+
+    @property
+    def _store(self) -> Any:
+        """The table's local store, read without Faust's per-key sensor hooks."""
+        return self.states.data
+
+    async def _publish(self, alerts: list[tuple[bytes, bytes]], letters: list[tuple[bytes | None, bytes]]) -> None:
+        """Send alerts and dead letters and wait until the broker has them, before any state write."""
+        if not alerts and not letters:
+            return
+        send = self.app.producer.send
+        futures = [
+            await send(self.settings.alerts_topic, key, value, partition=None, timestamp=None, headers=None)
+            for key, value in alerts
+        ]
+        futures += [
+            await send(self.settings.deadletter_topic, key, value, partition=None, timestamp=None, headers=None)
+            for key, value in letters
+        ]
+        await asyncio.gather(*futures)
+
+    async def _write_states(self, touched: dict[str, _Touched]) -> None:
+        """One changelog record per touched client, to the partition its events came from.
+
+        The producer is flushed before Faust commits the input offsets, so a
+        committed offset always has its state in the changelog.
+        """
+        store = self._store
+        send = self.app.producer.send
+        changelog = self.states.changelog_topic.get_topic_name()
+        rules = self.rules
+        for entry in touched.values():
+            state = entry.state
+            key = state.client_id.encode()
+            value = state.to_bytes()
+            store[key] = value
+            await send(changelog, key, value, partition=entry.partition, timestamp=None, headers=None)
+            self._snapshot_due.add(state.client_id)
+            self.indexes[entry.partition].note(state.client_id, engine.next_due(rules, state))
+            if state.tier != entry.tier_before:
+                self._count_tier(entry.tier_before, state.tier)
+        metrics.STATE_WRITES.inc(len(touched))
+        if self.clocks.dirty:
+            clock_store = self.clock_table.data
+            clock_changelog = self.clock_table.changelog_topic.get_topic_name()
+            for partition in self.clocks.dirty:
+                key, value = str(partition).encode(), str(self.clocks.marks[partition]).encode()
+                clock_store[key] = value
+                await send(clock_changelog, key, value, partition=partition, timestamp=None, headers=None)
+            self.clocks.dirty.clear()
 
     def _count_tier(self, before: str | None, after: str | None) -> None:
-        if before == after:
-            return
         if before is not None:
             self.tier_counts[before] -= 1
             metrics.CLIENTS.labels(tier=before).set(self.tier_counts[before])
         if after is not None:
             self.tier_counts[after] += 1
             metrics.CLIENTS.labels(tier=after).set(self.tier_counts[after])
-
-    @staticmethod
-    def _collect(outcome: Outcome, alerts: list[tuple[bytes, bytes]]) -> None:
-        for alert in outcome.alerts:
-            metrics.ALERTS_EMITTED.labels(type=alert.type, severity=alert.severity).inc()
-            alerts.append((alert.client_id.encode(), alert.model_dump_json().encode()))
-        for alert_type in outcome.suppressed:
-            metrics.ALERTS_SUPPRESSED.labels(type=alert_type).inc()
-
-    async def _publish(self, alerts: list[tuple[bytes, bytes]], letters: list[tuple[bytes | None, bytes]]) -> None:
-        """Send alerts and dead letters and wait until the broker has them, before any state write."""
-        if not alerts and not letters:
-            return
-        producer = self.app.producer
-        futures = [
-            await producer.send(self.settings.alerts_topic, key, value, partition=None, timestamp=None, headers=None)
-            for key, value in alerts
-        ]
-        futures += [
-            await producer.send(
-                self.settings.deadletter_topic, key, value, partition=None, timestamp=None, headers=None
-            )
-            for key, value in letters
-        ]
-        await producer.flush()
-        await asyncio.gather(*futures)
-
-    def _write_states(self, touched: dict[str, _Touched], witness: dict[int, EventT]) -> None:
-        by_partition: dict[int, list[_Touched]] = defaultdict(list)
-        for entry in touched.values():
-            by_partition[entry.partition].append(entry)
-        for partition, entries in by_partition.items():
-            self.states.write_partition = partition
-            self.clock_table.write_partition = partition
-            try:
-                index = self.indexes[partition]
-                for entry in entries:
-                    state = entry.state
-                    self.states[state.client_id.encode()] = state.to_bytes()
-                    self._snapshot_due.add(state.client_id)
-                    index.note(state.client_id, engine.next_due(self.rules, state))
-                metrics.STATE_WRITES.inc(len(entries))
-                if partition in self.clocks.dirty:
-                    self.clock_table[str(partition).encode()] = str(self.clocks.marks[partition]).encode()
-            finally:
-                self.states.write_partition = None
-                self.clock_table.write_partition = None
-        self.clocks.dirty.clear()
 
     # ------------------------------------------------------------------ web
     def _add_views(self) -> None:

@@ -33,7 +33,7 @@ from streams.settings import Settings
 from streams.sink import AlertSink
 from streams.topics import ensure_topics
 from tests.integration.test_store import make_alert
-from tests.support import ROOT, consume, make_settings, produce, settings_env, unique_prefix
+from tests.support import ROOT, consume, die_with_parent, make_settings, produce, settings_env, unique_prefix
 
 pytestmark = [pytest.mark.broker, pytest.mark.db]
 
@@ -318,6 +318,7 @@ async def test_clientpulse_sink_process_serves_the_rm_api(broker: str, database_
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )
     base = f"http://127.0.0.1:{port}"
     mine = [make_alert(rm_id=rm_id, client_id=f"c-{rm_id}", minute=i) for i in range(3)]
