@@ -1,0 +1,352 @@
+"""`clientpulse bench`: throughput and latency measured in one run, on one broker.
+
+1. limit: raw aiokafka consume + JSON decode of the loaded input topics;
+2. backtest: the same events through the replay driver (no Kafka);
+3. stream: one worker draining the backlog with every rule and the state changelog;
+4. latency: event -> alert at a steady offered load;
+5. resources: worker peak RSS, and state recovery time after a restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+
+from handlers.replay import Replay
+from handlers.ruleset import load_rules
+from streams.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
+from streams.settings import ENV_NAMES, Settings, load_settings
+from streams.synthetic import SyntheticBank, history
+from streams.topics import ensure_topics
+
+RESULTS_DIR = Path("bench/results")
+
+
+@dataclass
+class Figures:
+    events: int = 0
+    clients: int = 0
+    limit_msgs_per_s: float = 0.0
+    backtest_events_per_s: float = 0.0
+    stream_events_per_s: float = 0.0
+    stream_time_to_ready_s: float = 0.0
+    latency_offered_per_s: float = 0.0
+    latency_p50_ms: float = 0.0
+    latency_p95_ms: float = 0.0
+    latency_p99_ms: float = 0.0
+    latency_samples: int = 0
+    worker_peak_rss_mib: float = 0.0
+    recovery_s: float = 0.0
+    alerts_backtest: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> str:
+        ratio_s = self.stream_events_per_s / self.limit_msgs_per_s if self.limit_msgs_per_s else 0.0
+        ratio_b = self.backtest_events_per_s / self.limit_msgs_per_s if self.limit_msgs_per_s else 0.0
+        rows = [
+            ("events / clients", f"{self.events:,} / {self.clients:,}"),
+            ("limit: raw consume + decode", f"{self.limit_msgs_per_s:,.0f} msg/s"),
+            ("backtest", f"{self.backtest_events_per_s:,.0f} events/s  ({ratio_b:.2f} of limit)"),
+            ("stream, one worker", f"{self.stream_events_per_s:,.0f} events/s  ({ratio_s:.2f} of limit)"),
+            ("worker time to ready", f"{self.stream_time_to_ready_s:.1f} s"),
+            (
+                f"latency at {self.latency_offered_per_s:,.0f}/s",
+                f"p50 {self.latency_p50_ms:.0f} ms, p95 {self.latency_p95_ms:.0f} ms, "
+                f"p99 {self.latency_p99_ms:.0f} ms ({self.latency_samples} alerts)",
+            ),
+            ("worker peak RSS", f"{self.worker_peak_rss_mib:,.0f} MiB"),
+            ("state recovery after restart", f"{self.recovery_s:.1f} s"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def _records(events: int, clients: int) -> list[tuple[str, bytes, bytes]]:
+    return [
+        (topic, key.encode(), orjson.dumps(value))
+        for topic, key, value in history(events, clients, seed=42, run_id="b")
+    ]
+
+
+async def _produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=512 * 1024, compression_type=None
+    )
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        pending = []
+        for topic, key, value in records:
+            pending.append(await producer.send(prefix + topic, value, key=key))
+            if len(pending) >= 5000:
+                await asyncio.gather(*pending)
+                pending.clear()
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return len(records) / (time.perf_counter() - started)
+
+
+async def _raw_consume(bootstrap: str, topics: list[str], expected: int) -> float:
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        fetch_max_bytes=32 * 1024 * 1024,
+    )
+    await consumer.start()
+    seen = 0
+    started = 0.0
+    try:
+        while seen < expected:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            if not batch:
+                continue
+            if not started:
+                started = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    orjson.loads(message.value)
+                    seen += 1
+    finally:
+        await consumer.stop()
+    return seen / (time.perf_counter() - started)
+
+
+def _backtest(records: list[tuple[str, bytes, bytes]]) -> tuple[float, int]:
+    replay = Replay(load_rules(load_settings().rules_path))
+    started = time.perf_counter()
+    alerts = 0
+    for topic, key, value in records:
+        alerts += len(replay.feed_raw(topic, key, value))
+    alerts += len(replay.finish())
+    return len(records) / (time.perf_counter() - started), alerts
+
+
+def _status(port: int) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=2) as resp:
+            return dict(json.loads(resp.read()))
+    except OSError:
+        return {}
+
+
+def _peak_rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class _Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.port = free_port()
+        self.env = {**env, "CLIENTPULSE_WEB_PORT": str(self.port)}
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> float:
+        started = time.perf_counter()
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                python_cmd("worker"), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        while not _status(self.port).get("ready"):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"worker exited with {self.proc.returncode}; see {self.log}")
+            time.sleep(0.1)
+        return time.perf_counter() - started
+
+    def processed(self) -> int:
+        return int(_status(self.port).get("processed", 0))
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            terminate_group(self.proc, timeout=20)
+
+
+def _drain(worker: _Worker, expected: int, timeout: float) -> float:
+    first_at = 0.0
+    first_count = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = worker.processed()
+        if done and not first_at:
+            first_at, first_count = time.perf_counter(), done
+        if done >= expected:
+            elapsed = time.perf_counter() - first_at
+            return (done - first_count) / elapsed if elapsed > 0 else 0.0
+        time.sleep(0.05)
+    raise RuntimeError(f"worker processed {worker.processed()} of {expected} within {timeout:.0f}s")
+
+
+async def _latency(settings: Settings, rate: float, seconds: float) -> list[float]:
+    """Offered load with a complaint (always an alert) every 20 events; latency = alert arrival - send."""
+    bank = SyntheticBank(clients=2000, seed=9, run_id=f"lat{int(time.time())}")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=0)
+    consumer = AIOKafkaConsumer(
+        settings.alerts_topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await producer.start()
+    await consumer.start()
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    stop = asyncio.Event()
+
+    async def collect() -> None:
+        while not stop.is_set() or len(latencies) < len(sent_at):
+            batch = await consumer.getmany(timeout_ms=200)
+            now = time.perf_counter()
+            for messages in batch.values():
+                for message in messages:
+                    alert = orjson.loads(message.value)
+                    for source in alert.get("source_event_ids", ()):
+                        at = sent_at.get(source)
+                        if at is not None and alert["type"] == "complaint":
+                            latencies.append(now - at)
+            if stop.is_set() and not batch:
+                break
+
+    collector = asyncio.create_task(collect())
+    try:
+        interval = 1.0 / rate
+        started = time.perf_counter()
+        n = 0
+        while time.perf_counter() - started < seconds:
+            at = datetime.now(UTC)
+            value: dict[str, object]
+            if n % 20 == 0:
+                client = bank.clients[n % len(bank.clients)]
+                value = {
+                    "event_id": f"{bank.run_id}-c{n}",
+                    "client_id": client.client_id,
+                    "occurred_at": at.isoformat(),
+                    "kind": "complaint",
+                    "channel": "branch",
+                    "initiated_by": "customer",
+                    "severity": "low",
+                }
+                topic, key = "bank.interactions.v1", client.client_id
+                sent_at[str(value["event_id"])] = time.perf_counter()
+            else:
+                topic, key, value = bank.event(at)
+            await producer.send(settings.topic(topic), orjson.dumps(value), key=key.encode())
+            n += 1
+            delay = started + n * interval - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await producer.flush()
+        await asyncio.sleep(3)
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(collector, 10)
+        await consumer.stop()
+        await producer.stop()
+    return latencies
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    quick = bool(args.quick)
+    events = args.events or (20_000 if quick else 500_000)
+    clients = args.clients or (4_000 if quick else 100_000)
+    figures = Figures(events=events, clients=clients)
+    workdir = Path(tempfile.mkdtemp(prefix="clientpulse-bench-"))
+    broker: EmbeddedBroker | None = None
+    env = dict(os.environ)
+    if not env.get("KAFKA_BOOTSTRAP"):
+        broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
+        env.update(KAFKA_BOOTSTRAP=broker.bootstrap, CLIENTPULSE_RECOVERY_CHECK="false")
+        env.setdefault("CLIENTPULSE_SESSION_TIMEOUT", "6")
+    prefix = f"bench{int(time.time())}."
+    env.update(
+        {
+            ENV_NAMES["topic_prefix"]: prefix,
+            ENV_NAMES["app_id"]: prefix.rstrip(".") + "-worker",
+            ENV_NAMES["clock"]: "event",
+            ENV_NAMES["data_dir"]: str(workdir / "data"),
+            ENV_NAMES["tick_seconds"]: "1",
+        }
+    )
+    os.environ.update({k: v for k, v in env.items() if k.startswith(("KAFKA_", "CLIENTPULSE_"))})
+    settings = load_settings()
+    worker: _Worker | None = None
+    try:
+        print(f"generating {events:,} events over {clients:,} clients ...", flush=True)
+        records = _records(events, clients)
+        figures.events = len(records)
+        asyncio.run(ensure_topics(settings))
+        rate = asyncio.run(_produce(settings.kafka_bootstrap, prefix, records))
+        print(f"loaded the input topics at {rate:,.0f} msg/s", flush=True)
+
+        figures.limit_msgs_per_s = asyncio.run(
+            _raw_consume(settings.kafka_bootstrap, list(settings.input_topics), len(records))
+        )
+        print(f"limit     {figures.limit_msgs_per_s:,.0f} msg/s", flush=True)
+        figures.backtest_events_per_s, figures.alerts_backtest = _backtest(records)
+        print(f"backtest  {figures.backtest_events_per_s:,.0f} events/s", flush=True)
+
+        worker = _Worker(env, workdir / "worker.log")
+        figures.stream_time_to_ready_s = worker.start()
+        figures.stream_events_per_s = _drain(worker, len(records), timeout=max(120.0, len(records) / 500))
+        print(f"stream    {figures.stream_events_per_s:,.0f} events/s", flush=True)
+
+        latencies = asyncio.run(_latency(settings, args.rate, 5.0 if quick else 20.0))
+        figures.latency_offered_per_s = args.rate
+        figures.latency_samples = len(latencies)
+        if len(latencies) >= 2:
+            ms = sorted(x * 1000 for x in latencies)
+            q = statistics.quantiles(ms, n=100, method="inclusive")
+            figures.latency_p50_ms, figures.latency_p95_ms, figures.latency_p99_ms = q[49], q[94], q[98]
+        assert worker.proc is not None
+        figures.worker_peak_rss_mib = _peak_rss_mib(worker.proc.pid)
+        worker.stop()
+        restarted = _Worker(env, workdir / "worker-restart.log")
+        # A restart rejoins the group; the embedded broker keeps old members until the session times out.
+        figures.recovery_s = restarted.start()
+        figures.notes.append("recovery time includes the consumer-group rejoin")
+        restarted.stop()
+    finally:
+        if worker is not None:
+            worker.stop()
+        if broker is not None:
+            broker.stop()
+
+    print()
+    print(figures.table())
+    out = args.out or RESULTS_DIR / f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}{'-quick' if quick else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "when": datetime.now(UTC).isoformat(),
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "platform": platform.platform()},
+        "quick": quick,
+        **figures.__dict__,
+    }
+    out.write_text(json.dumps(payload, indent=2))
+    print(f"\nresults written to {out}")
+    return 0
