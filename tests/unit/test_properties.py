@@ -1,0 +1,136 @@
+"""Properties of a replay (SPEC §3, §4.5): re-deliveries change nothing, sweep spacing changes nothing.
+
+Histories are drawn from a small world (two clients, amounts around the tier
+floors and limits, time steps from seconds to months, the odd late event) so
+that the rules actually fire: tiers move, outflows trip, clients go quiet.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from handlers.replay import Replay
+from handlers.ruleset import load_rules
+from streams.settings import DEFAULT_RULES
+from tests.unit.builders import T0, Value, client_event, interaction, maturing, record, tx
+
+RULES = load_rules(DEFAULT_RULES)
+DETECTED_AT = datetime(2030, 1, 1, tzinfo=UTC)
+DEDUPE = timedelta(days=7)
+
+CLIENTS = ("c-1", "c-2")
+AMOUNTS = ("800", "30000", "49999.99", "50000", "100000", "250000", "499999.99", "650000", "2100000", "6500000")
+LONG_STEPS = (0, 1, 3600, 86_400, 6 * 86_400, 29 * 86_400, 95 * 86_400, 185 * 86_400, -3600, -2 * 86_400)
+SHORT_STEPS = (0, 1, 60, 3600, 6 * 3600)
+
+PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@st.composite
+def events(draw: st.DrawFn, when: datetime, event_id: str) -> Value:
+    client = draw(st.sampled_from(CLIENTS))
+    kind = draw(st.sampled_from(("debit", "debit", "credit", "credit", "bank", "interaction", "client")))
+    common: dict[str, Any] = {"client": client, "event_id": event_id}
+    if kind in ("debit", "credit"):
+        balance = draw(st.sampled_from((None, None, None, None, "0", "480000", "2500000")))
+        return tx(
+            when,
+            draw(st.sampled_from(AMOUNTS)),
+            kind,
+            bank=draw(st.sampled_from((None, "internal", "external", "external"))),
+            currency=draw(st.sampled_from(("CNY", "CNY", "USD"))),
+            account=draw(st.sampled_from(("acct-1", "acct-2"))),
+            balance_after=balance,
+            **common,
+        )
+    if kind == "bank":
+        direction = draw(st.sampled_from(("credit", "debit")))
+        return tx(when, draw(st.sampled_from(AMOUNTS)), direction, by="bank", kind="fee", **common)
+    if kind == "interaction":
+        choice = draw(st.sampled_from(("complaint", "rm_call", "inquiry", "visit")))
+        if choice == "complaint":
+            severity = draw(st.sampled_from((None, "low", "high")))
+            return interaction(when, "complaint", severity=severity, **common)
+        if choice == "rm_call":
+            return interaction(when, "call", by="rm", rm_id="rm-1", **common)
+        if choice == "visit":
+            return interaction(when, "visit", rm_id="rm-2", channel="branch", **common)
+        return interaction(when, "inquiry", **common)
+    choice = draw(st.sampled_from(("onboarded", "onboarded", "rm_assigned", "maturing", "closed")))
+    if choice == "maturing":
+        days = draw(st.sampled_from((3, 10, 40)))
+        maturity = (when + timedelta(days=days)).date().isoformat()
+        return maturing(when, draw(st.sampled_from(("td-1", "td-2"))), maturity, **common)
+    if choice == "rm_assigned":
+        return client_event(when, "rm_assigned", rm_id=draw(st.sampled_from(("rm-1", "rm-2", None))), **common)
+    if choice == "onboarded":
+        return client_event(when, "onboarded", rm_id="rm-1", **common)
+    return client_event(when, "closed", **common)
+
+
+@st.composite
+def histories(draw: st.DrawFn, steps: tuple[int, ...] = LONG_STEPS, max_size: int = 24) -> list[Value]:
+    size = draw(st.integers(1, max_size))
+    when = T0
+    out: list[Value] = []
+    for i in range(size):
+        when += timedelta(seconds=draw(st.sampled_from(steps)))
+        out.append(draw(events(when, f"e-{i}")))
+    return out
+
+
+def occurred(value: Value) -> datetime:
+    return datetime.fromisoformat(str(value["occurred_at"]))
+
+
+def lines(history: list[Value]) -> list[bytes]:
+    return [orjson.dumps({"topic": t, "key": k, "value": v}) for t, k, v in map(record, history)]
+
+
+def alerts_of(history: list[Value], sweep_every: int = 1) -> Counter[bytes]:
+    """The alerts of a replay, until well after the last event, as a multiset (detected_at left out)."""
+    until = max(occurred(v) for v in history) + timedelta(days=400)
+    replay = Replay(RULES, sweep_every=sweep_every, detected_at=DETECTED_AT)
+    found = replay.run_lines(lines(history), until)
+    return Counter(orjson.dumps(a.model_dump(mode="json", exclude={"detected_at"})) for a in found)
+
+
+def redeliver(history: list[Value], picks: list[tuple[int, int]]) -> list[Value]:
+    """Insert copies of events `delay` positions after the original, while it is at most 7 days old."""
+    inserts: list[tuple[int, Value]] = []
+    for index, delay in picks:
+        source = index % len(history)
+        position = min(source + delay, len(history) - 1)
+        watermark = max(occurred(v) for v in history[: position + 1])
+        if watermark - occurred(history[source]) <= DEDUPE:
+            inserts.append((position + 1, history[source]))
+    out = list(history)
+    for position, value in sorted(inserts, key=lambda p: p[0], reverse=True):
+        out.insert(position, value)
+    return out
+
+
+@PROPERTY
+@given(history=histories(), picks=st.lists(st.tuples(st.integers(0, 50), st.integers(0, 4)), max_size=12))
+def test_redelivered_events_interleaved_change_no_alert(history: list[Value], picks: list[tuple[int, int]]) -> None:
+    assert alerts_of(redeliver(history, picks)) == alerts_of(history)
+
+
+@PROPERTY
+@given(history=histories(steps=SHORT_STEPS))
+def test_a_history_delivered_twice_gives_the_alerts_of_once(history: list[Value]) -> None:
+    # every event of the second pass is within the 7 days the ids are remembered
+    assert max(map(occurred, history)) - min(map(occurred, history)) <= DEDUPE
+    assert alerts_of(history + history) == alerts_of(history)
+
+
+@PROPERTY
+@given(history=histories(), sweep_every=st.integers(2, 30))
+def test_alerts_do_not_depend_on_sweep_spacing(history: list[Value], sweep_every: int) -> None:
+    assert alerts_of(history, sweep_every) == alerts_of(history, 1)
