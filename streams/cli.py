@@ -110,11 +110,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_sink(args: argparse.Namespace) -> int:
-    settings = load_settings()
+    settings, rules = _load()
     _setup_logging(settings.log_level)
     from streams.sink import run_sink
 
-    return run_sink(settings, with_api=not args.no_api)
+    return run_sink(settings, rules, with_api=not args.no_api)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -165,8 +164,7 @@ class Demo:
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("KAFKA_", "CLIENTPULSE_"))})
         await ensure_topics(load_settings())
         self.spawn("worker", "worker")
-        if importlib.util.find_spec("streams.sink"):  # TODO-DEMO-SINK
-            self.spawn("sink", "sink")
+        self.spawn("sink", "sink")
 
         def on_sent(n: int) -> None:
             self.sent = n

@@ -8,14 +8,12 @@ import logging
 import faust
 
 from handlers.ruleset import Ruleset
-from streams import metrics
+from streams import __version__, metrics
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker import Pipeline
 
 log = logging.getLogger("clientpulse")
-
-VERSION = "0.1.0"
 
 
 def run_worker(settings: Settings, rules: Ruleset) -> int:
@@ -23,7 +21,7 @@ def run_worker(settings: Settings, rules: Ruleset) -> int:
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))
-    metrics.BUILD_INFO.labels(version=VERSION, rule_version=rules.rule_version).set(1)
+    metrics.BUILD_INFO.labels(version=__version__, rule_version=rules.rule_version).set(1)
     pipeline = Pipeline(settings, rules)
     log.info(
         "worker %s starting: broker %s, %d partitions, clock %s, rules %s",

@@ -23,10 +23,11 @@ from pydantic import BaseModel, ValidationError
 
 from handlers.auth import AuthConfigError, Principals, TokenEntry, parse_token_config
 from handlers.decode import Rejection, dead_letter
+from handlers.ruleset import Ruleset
 from handlers.store import AlertStore, ClientSnapshot, MigrationError
 from schemas.alerts import Alert
 from schemas.limits import MAX_MESSAGE_BYTES
-from streams import metrics
+from streams import __version__, metrics
 from streams.api import create_api
 from streams.settings import ENV_NAMES, ConfigError, Settings
 from streams.topics import ensure_topics
@@ -345,8 +346,9 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
     return 0
 
 
-def run_sink(settings: Settings, with_api: bool) -> int:
+def run_sink(settings: Settings, rules: Ruleset, with_api: bool) -> int:
     principals = load_principals(settings) if with_api else None
     if not settings.database_url:
         raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
+    metrics.BUILD_INFO.labels(version=__version__, rule_version=rules.rule_version).set(1)
     return asyncio.run(serve(settings, principals, with_api))

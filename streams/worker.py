@@ -33,6 +33,7 @@ from handlers.due_index import DueIndex
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
+from schemas.rules import TIERS
 from streams import metrics
 from streams.settings import Settings
 
@@ -135,7 +136,7 @@ class Pipeline:
         self.indexes: dict[int, DueIndex] = defaultdict(DueIndex)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
         self.clocks = PartitionClocks()
-        self.tier_counts: dict[str, int] = defaultdict(int)
+        self.tier_counts: dict[int, Counter[str]] = defaultdict(Counter)
         self.processed = 0
         self.ready = False
         self._snapshot_due: set[str] = set()
@@ -144,6 +145,7 @@ class Pipeline:
         self.app.timer(15.0, name="clientpulse.lag")(self._report_lag)
         self.app.timer(settings.snapshot_seconds, name="clientpulse.snapshots")(self._publish_snapshots)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
+        self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._add_views()
 
     # ----------------------------------------------------------------- set-up
@@ -208,38 +210,44 @@ class Pipeline:
             if event.value:
                 self.clocks.marks[event.message.partition] = int(event.value)
 
+    async def _on_partitions_revoked(self, *args: Any, **kwargs: Any) -> None:
+        self.ready = False  # /readyz says 503 until the new assignment is recovered
+
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
+        """Forget the due index and tier counts of partitions this worker no longer owns."""
         assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic}
         for partition in list(self.indexes):
             if partition not in assigned:
                 del self.indexes[partition]
+        for partition in list(self.tier_counts):
+            if partition not in assigned:
+                del self.tier_counts[partition]
+        self._publish_tier_gauge()
         self.ready = True
 
     def _after_recovery(self) -> None:
-        """Put recovered clients into the due index of their partition (once per recovery)."""
+        """Rebuild the due index and tier counts of each recovered partition (once per recovery)."""
         recovered, self._recovered = self._recovered, defaultdict(set)
         for partition, keys in recovered.items():
-            index = self.indexes[partition]
+            index = self.indexes[partition] = DueIndex()
+            tiers = self.tier_counts[partition] = Counter()
             for key in keys:
                 raw = self._store.get(key)
                 if raw:
                     state = ClientState.from_bytes(raw)
                     index.note(state.client_id, engine.next_due(self.rules, state))
+                    if state.tier:
+                        tiers[state.tier] += 1
         log.info("due index rebuilt for %d recovered partitions", len(recovered))
-        self._recount_tiers()
-
-    def _recount_tiers(self) -> None:
-        counts: dict[str, int] = defaultdict(int)
-        for raw in self.states.values():
-            tier = ClientState.from_bytes(raw).tier if raw else None
-            if tier:
-                counts[tier] += 1
-        self.tier_counts = counts
         self._publish_tier_gauge()
 
     def _publish_tier_gauge(self) -> None:
-        for tier, n in self.tier_counts.items():
-            metrics.CLIENTS.labels(tier=tier).set(n)
+        """clientpulse_clients{tier}: the clients of the partitions this worker owns."""
+        totals: Counter[str] = Counter()
+        for counts in self.tier_counts.values():
+            totals.update(counts)
+        for tier in TIERS:
+            metrics.CLIENTS.labels(tier=tier).set(totals.get(tier, 0))
 
     # ---------------------------------------------------------------- stream
     async def _agent(self, stream: Any) -> None:
@@ -355,7 +363,7 @@ class Pipeline:
             self._snapshot_due.add(state.client_id)
             self.indexes[entry.partition].note(state.client_id, engine.next_due(rules, state))
             if state.tier != entry.tier_before:
-                self._count_tier(entry.tier_before, state.tier)
+                self._count_tier(entry.partition, entry.tier_before, state.tier)
         metrics.STATE_WRITES.inc(len(touched))
         if self.clocks.dirty:
             clock_store = self.clock_table.data
@@ -366,13 +374,13 @@ class Pipeline:
                 await send(clock_changelog, key, value, partition=partition, timestamp=None, headers=None)
             self.clocks.dirty.clear()
 
-    def _count_tier(self, before: str | None, after: str | None) -> None:
+    def _count_tier(self, partition: int, before: str | None, after: str | None) -> None:
+        counts = self.tier_counts[partition]
         if before is not None:
-            self.tier_counts[before] -= 1
-            metrics.CLIENTS.labels(tier=before).set(self.tier_counts[before])
+            counts[before] -= 1
         if after is not None:
-            self.tier_counts[after] += 1
-            metrics.CLIENTS.labels(tier=after).set(self.tier_counts[after])
+            counts[after] += 1
+        self._publish_tier_gauge()
 
     # ------------------------------------------------------------------ web
     def _add_views(self) -> None:
@@ -405,7 +413,7 @@ class Pipeline:
             "ready": self.ready,
             "processed": self.processed,
             "partitions": assigned,
-            "clients_by_tier": dict(self.tier_counts),
+            "clients_by_tier": dict(sum(self.tier_counts.values(), Counter())),
             "due_index": {str(p): len(i) for p, i in self.indexes.items()},
             "clock": self.settings.clock,
             "rule_version": self.rules.rule_version,

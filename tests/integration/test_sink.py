@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-unt
 from prometheus_client import REGISTRY
 
 from handlers.auth import hash_token
+from handlers.ruleset import load_rules
 from handlers.state import ClientState
 from handlers.store import AlertStore
 from schemas.alerts import Alert
@@ -353,7 +354,10 @@ async def test_clientpulse_sink_process_serves_the_rm_api(broker: str, database_
             async with http.get(f"{base}/api/alerts", headers={"Authorization": "Bearer wrong"}) as resp:
                 assert resp.status == 401
             async with http.get(f"{base}/metrics") as resp:
-                assert "clientpulse_alert_store_up 1.0" in await resp.text()
+                text = await resp.text()
+                assert "clientpulse_alert_store_up 1.0" in text
+                rule_version = load_rules(settings.rules_path).rule_version
+                assert f'clientpulse_build_info{{rule_version="{rule_version}",version="' in text
     finally:
         terminate_group(proc, timeout=15)
         log.close()
