@@ -1,0 +1,252 @@
+"""The same event file through the Faust worker and through backtest gives the same alerts (SPEC §3, §6).
+
+A synthetic, time-sorted history is written as a replay file and run through
+handlers.replay.Replay (the backtest driver) with `until` = T. The same records
+go to a real worker (event clock) on the session broker, then a tick
+{"now": T} to every partition of the ticks topic. The two sets of alerts must
+be equal in every field but detected_at.
+
+Why the records are produced in phases: the worker fetches each topic
+partition independently, so within one partition it may take, say, a client's
+transactions before the interaction that precedes them in the file, and its
+clock (the partition's largest occurred_at) can run ahead of an event taken
+late. The engine's answer then legitimately differs (a complaint sees another
+tier, a contact comes after its overdue alert). The file order is only
+reproducible if no such reordering can change anything, so the records are
+cut into phases in which it cannot (see `Phases`), each phase is produced
+alone, and the next one waits until the worker's /status shows it has
+processed everything so far. Each topic's own order is kept by Kafka, so a
+phase may hold any number of records of one topic, and records of different
+topics unless a swap between them could matter. No record is dropped or
+altered and the assertion is exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+
+from handlers import engine
+from handlers.replay import Replay
+from handlers.ruleset import Ruleset
+from handlers.timeutil import to_us
+from schemas.alerts import Alert
+from streams.synthetic import CLIENTS, TRANSACTIONS, Record, history
+from streams.topics import ensure_topics
+from tests.support import WorkerProcess, consume, encode_records, make_settings, new_worker, unique_prefix
+
+pytestmark = pytest.mark.broker
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+UNTIL = START + timedelta(days=400)
+"""Well after the 200 days of history: every dormancy, overdue contact and maturity comes due."""
+
+DETECTED_AT = datetime(2030, 1, 1, tzinfo=UTC)
+RM_ONLY = frozenset({"rm_assigned", "profile_updated"})
+"""Client events that change nothing but the RM (and segment) the next alerts carry."""
+
+PHASE_TIMEOUT = 60.0
+ALERTS_TIMEOUT = 90.0
+
+Comparable = tuple[str, str, str, str, str, tuple[tuple[str, str], ...], str | None, str | None]
+
+
+def comparable(alert: Alert | dict[str, Any]) -> Comparable:
+    data = alert.model_dump(mode="json") if isinstance(alert, Alert) else alert
+    return (
+        data["alert_id"],
+        data["type"],
+        data["severity"],
+        data["client_id"],
+        datetime.fromisoformat(data["occurred_at"]).isoformat(),
+        tuple(sorted(data["facts"].items())),
+        data["rm_id"],
+        data["tier"],
+    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One record as the file-order replay applied it, with what a reordering could disturb."""
+
+    topic: str
+    client: str
+    at: int
+    dues: tuple[int, ...]
+    """The client's next clock due, before (clock advanced to `at`) and after the record."""
+    kind: str | None
+    tier_changed: bool
+    alerted: bool
+    """The record raised alerts for its client (clock alerts fired on the way included)."""
+    dormant: bool
+
+
+def may_interfere(a: Step, b: Step) -> bool:
+    """Could the worker taking `b` before the earlier `a` change an alert? (Conservative: yes when unsure.)
+
+    Records of the same topic and partition are never swapped. Otherwise:
+    - taking `b` first moves the partition clock to b.at, so `a`'s client fires
+      its clock rules due in (a.at, b.at] before `a` instead of after it;
+    - for one client: reference data other than an RM change (onboarding,
+      maturities, closing) feeds other rules; an RM change is carried by every
+      alert of the other record; a complaint reads the tier a transaction may
+      change; the first activity of a dormant client is its reactivation.
+    Interactions otherwise only move last activity and last RM contact forward
+    (a maximum, whatever the order) and transactions do not read them.
+    """
+    if a.topic == b.topic:
+        return False
+    if any(a.at < due <= b.at for due in a.dues):
+        return True
+    if a.client != b.client:
+        return False
+    kinds = {a.kind, b.kind}
+    if CLIENTS in (a.topic, b.topic):
+        client_step, other = (a, b) if a.topic == CLIENTS else (b, a)
+        return client_step.kind not in RM_ONLY or other.alerted
+    if "complaint" in kinds:
+        return a.tier_changed or b.tier_changed
+    return a.dormant or b.dormant
+
+
+@dataclass
+class Phases:
+    """Runs the file-order replay and cuts the records where the worker could reorder them harmfully."""
+
+    rules: Ruleset
+    replay: Replay = field(init=False)
+    phases: list[list[Record]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.replay = Replay(self.rules, detected_at=DETECTED_AT)
+
+    def run(self, records: list[Record], until: datetime) -> None:
+        current: list[Step] = []
+        for record in records:
+            step = self._feed(record)
+            if any(may_interfere(earlier, step) for earlier in current):
+                current = []
+            if not current:
+                self.phases.append([])
+            current.append(step)
+            self.phases[-1].append(record)
+        self.alerts += self.replay.finish(until)
+
+    def _feed(self, record: Record) -> Step:
+        topic, key, value = record
+        at = to_us(datetime.fromisoformat(str(value["occurred_at"])))
+        state = self.replay.states.get(key)
+        dues: list[int | None] = []
+        tier_before, dormant = None, False
+        if state is not None:
+            ahead = copy.deepcopy(state)
+            engine.advance(self.rules, ahead, max(at, self.replay.watermark), DETECTED_AT)
+            dues.append(engine.next_due(self.rules, ahead))
+            tier_before, dormant = state.tier, ahead.dormant_base is not None
+        raised = self.replay.feed_raw(topic, key.encode(), orjson.dumps(value))
+        self.alerts += raised
+        after = self.replay.states[key]
+        dues.append(engine.next_due(self.rules, after))
+        kind = value.get("kind") if topic != TRANSACTIONS else None
+        return Step(
+            topic=topic,
+            client=key,
+            at=at,
+            dues=tuple(d for d in dues if d is not None),
+            kind=str(kind) if kind is not None else None,
+            tier_changed=topic == TRANSACTIONS and after.tier != tier_before,
+            alerted=any(a.client_id == key for a in raised),
+            dormant=dormant,
+        )
+
+
+def write_replay_file(path: Path, records: list[Record]) -> None:
+    path.write_bytes(b"".join(orjson.dumps({"topic": t, "key": k, "value": v}) + b"\n" for t, k, v in records))
+
+
+async def feed_worker(
+    bootstrap: str, worker: WorkerProcess, prefix: str, phases: list[list[Record]], ticks_topic: str
+) -> None:
+    """Produce each phase alone and wait until the worker has processed it; then tick every partition to UNTIL."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=1)
+    await producer.start()
+    try:
+        sent = 0
+        for number, phase in enumerate(phases, start=1):
+            for topic, key, value in encode_records(prefix, phase):
+                await producer.send(topic, value, key=key)
+            await producer.flush()
+            sent += len(phase)
+            deadline = time.monotonic() + PHASE_TIMEOUT
+            while True:
+                status = await asyncio.to_thread(worker.status)
+                if status is not None and status["processed"] >= sent:
+                    assert status["processed"] == sent, f"worker processed more than was sent: {status}"
+                    break
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"phase {number}: worker at {status} of {sent}\n{worker.tail()}")
+                await asyncio.sleep(0.02)
+        tick = orjson.dumps({"now": UNTIL.isoformat()})
+        for partition in range(worker.settings.partitions):
+            await producer.send(ticks_topic, tick, key=b"tick", partition=partition)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+def test_worker_and_backtest_give_the_same_alerts(broker: str, rules: Ruleset, tmp_path: Path) -> None:
+    records = list(history(3000, 60, seed=11, start=START))
+    assert records == sorted(records, key=lambda r: datetime.fromisoformat(str(r[2]["occurred_at"])))
+    events = tmp_path / "events.jsonl"
+    write_replay_file(events, records)
+
+    # backtest: the replay file, in file order, clock at the watermark, then until
+    backtest = list(Replay(rules, detected_at=DETECTED_AT).run_lines(events.read_bytes().splitlines(), UNTIL))
+    expected = {comparable(a) for a in backtest}
+    assert len(expected) == len(backtest), "alert ids are unique"
+    by_type = {a.type for a in backtest}
+    assert by_type >= {"tier_upgrade", "large_outflow", "dormancy", "no_rm_contact", "complaint", "aum_drain"}
+
+    plan = Phases(rules)
+    plan.run(records, UNTIL)
+    assert {comparable(a) for a in plan.alerts} == expected, "the phase planner replays exactly the backtest"
+    assert sum(len(p) for p in plan.phases) == len(records)
+
+    prefix = unique_prefix()
+    settings = make_settings(broker, prefix, tick_seconds=3600, batch_within=0.01)
+    asyncio.run(ensure_topics(settings))
+    worker = new_worker(settings, tmp_path, CLIENTPULSE_CLOCK="event").start()
+    try:
+        worker.wait_ready()
+        started = time.monotonic()
+        asyncio.run(feed_worker(broker, worker, prefix, plan.phases, settings.ticks_topic))
+        fed = time.monotonic() - started
+
+        def complete(values: list[dict[str, Any]]) -> bool:
+            return len({v["alert_id"] for v in values}) >= len(expected)
+
+        streamed = asyncio.run(consume(broker, settings.alerts_topic, complete, timeout=ALERTS_TIMEOUT))
+    finally:
+        worker.stop()
+
+    got = {comparable(v) for v in streamed}
+    missing, extra = expected - got, got - expected
+    assert not missing and not extra, (
+        f"{len(plan.phases)} phases fed in {fed:.1f}s; {len(missing)} alerts only in backtest, "
+        f"{len(extra)} only in the worker:\n"
+        + "\n".join(f"- {m}" for m in sorted(missing)[:10])
+        + "\n"
+        + "\n".join(f"+ {e}" for e in sorted(extra)[:10])
+    )
+    assert len(streamed) == len(expected), "each alert published once"
+    assert {v["rule_version"] for v in streamed} == {rules.rule_version}
