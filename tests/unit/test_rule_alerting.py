@@ -115,7 +115,7 @@ def test_duplicate_is_recognised_after_other_events_and_days(rules: Ruleset) -> 
     desk = Desk(rules)
     complaint = interaction(at(), "complaint", event_id="i-9")
     assert types(desk.send(complaint)) == ["complaint"]
-    desk.send(deposit(at(days=3), "10"), deposit(at(days=7) - US, "10"))
+    desk.send(deposit(at(days=3), "10"), deposit(at(days=7), "10"))  # exactly 7 days of event time later
     assert desk.send(complaint) == []
     assert desk.duplicates == 1
 
