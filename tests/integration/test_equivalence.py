@@ -101,7 +101,8 @@ def may_interfere(a: Step, b: Step) -> bool:
       alert of the other record; a complaint reads the tier a transaction may
       change; the first activity of a dormant client is its reactivation.
     Interactions otherwise only move last activity and last RM contact forward
-    (a maximum, whatever the order) and transactions do not read them.
+    (a maximum, whatever the order), which only clock rules read (first case),
+    and a transaction's windows are relative to its own occurred_at.
     """
     if a.topic == b.topic:
         return False
