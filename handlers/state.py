@@ -36,7 +36,7 @@ class ClientState:
     debits: list[list[int]] = field(default_factory=list)
     """Customer debits [time, cents, external] within the longest outflow window."""
     aum_marks: list[list[int]] = field(default_factory=list)
-    """[time, aum] with falling AUM: the running maximum over the drain window."""
+    """[until, aum]: past AUM levels with the time each ended, falling AUM (the drain-window maximum)."""
     cooldowns: dict[str, list[int]] = field(default_factory=dict)
     """Alert type -> [time, severity rank] of the last alert sent."""
     seen: dict[str, int] = field(default_factory=dict)
