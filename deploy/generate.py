@@ -52,9 +52,8 @@ DESCRIPTIONS: dict[str, str] = {
     "maturity sweeps).",
     "batch_size": "Most input messages a worker processes as one batch.",
     "batch_within": "Longest wait, in seconds, to fill a batch.",
-    "store": "Faust table store: `memory` (rebuilt from the changelog at start) or `rocksdb` (on disk; "
-    "needs the RocksDB bindings installed).",
-    "data_dir": "Directory for Faust's local data (RocksDB tables, if used).",
+    "store": "Faust table store: `memory`, rebuilt from the changelog at start (the only store supported).",
+    "data_dir": "Directory for Faust's local data.",
     "session_timeout": "Kafka consumer session timeout, seconds: how long before a dead worker's "
     "partitions move to the others.",
     "recovery_check": "Faust's consistency check of table recovery (offsets against the changelog).",

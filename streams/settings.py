@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(5.0, validation_alias=_env("CLIENTPULSE_TICK_SECONDS"), gt=0, le=3600)
     batch_size: int = Field(1000, validation_alias=_env("CLIENTPULSE_BATCH_SIZE"), ge=1, le=100_000)
     batch_within: float = Field(0.05, validation_alias=_env("CLIENTPULSE_BATCH_WITHIN"), gt=0, le=10)
-    store: Literal["memory", "rocksdb"] = Field("memory", validation_alias=_env("CLIENTPULSE_STORE"))
+    store: Literal["memory"] = Field("memory", validation_alias=_env("CLIENTPULSE_STORE"))
     data_dir: Path = Field(Path("./clientpulse-data"), validation_alias=_env("CLIENTPULSE_DATA_DIR"))
     session_timeout: float = Field(30.0, validation_alias=_env("CLIENTPULSE_SESSION_TIMEOUT"), ge=1, le=600)
     recovery_check: bool = Field(True, validation_alias=_env("CLIENTPULSE_RECOVERY_CHECK"))

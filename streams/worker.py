@@ -152,11 +152,10 @@ class Pipeline:
     def _create_app(self) -> faust.App:
         s = self.settings
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
-        store = "memory://" if s.store == "memory" else "rocksdb://"
         return faust.App(
             s.app_id,
             broker=brokers,
-            store=store,
+            store=f"{s.store}://",
             datadir=str(s.data_dir),
             topic_partitions=s.partitions,
             topic_replication_factor=s.replication_factor,
