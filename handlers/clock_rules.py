@@ -58,19 +58,18 @@ def advance(ctx: AlertContext, now: int) -> None:
     """Fire every clock rule due at or before `now`, earliest first."""
     rules, state = ctx.rules, ctx.state
     while True:
-        d_due = dormancy_due(rules, state)
-        r_due = rm_contact_due(rules, state)
-        m_due = maturity_due(state)
-        candidates = [(d, i) for i, d in enumerate((d_due, r_due, m_due)) if d is not None and d <= now]
-        if not candidates:
+        # Earliest due rule at or before `now`; on a tie dormancy, then contact, then maturity.
+        due, fire = now + 1, None
+        for candidate, rule in (
+            (dormancy_due(rules, state), _fire_dormancy),
+            (rm_contact_due(rules, state), _fire_rm_contact),
+            (maturity_due(state), _fire_maturity),
+        ):
+            if candidate is not None and candidate < due:
+                due, fire = candidate, rule
+        if fire is None:
             return
-        due, which = min(candidates)
-        if which == 0:
-            _fire_dormancy(ctx, due)
-        elif which == 1:
-            _fire_rm_contact(ctx, due)
-        else:
-            _fire_maturity(ctx, due)
+        fire(ctx, due)
 
 
 def _fire_dormancy(ctx: AlertContext, due: int) -> None:
