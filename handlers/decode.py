@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
@@ -37,8 +38,9 @@ class Rejection:
     """Which field and why, for people."""
 
 
+@functools.lru_cache(maxsize=256)
 def kind_of_topic(topic: str) -> EventKind | None:
-    """Map a (possibly prefixed) topic name to its event kind."""
+    """Map a (possibly prefixed) topic name to its event kind (asked once per message, so cached)."""
     for suffix, kind in TOPIC_SUFFIXES.items():
         if topic.endswith(suffix):
             return kind
