@@ -33,7 +33,8 @@ _MAX_ERRORS = 3
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str
-    """Short machine code (metric label): empty, too_large, invalid_json, schema, key_mismatch, unknown_currency."""
+    """Short machine code (metric label): empty, too_large, invalid_json, schema, key_mismatch, unknown_currency,
+    undecodable (a parser failed on the message)."""
     error: str
     """Which field and why, for people."""
 
@@ -66,12 +67,15 @@ def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset
         return Rejection("empty", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
-    event = fast_decode(kind, raw)
-    if event is None:
-        try:
+    try:
+        event = fast_decode(kind, raw)
+        if event is None:
             event = MODELS[kind].model_validate_json(raw)
-        except ValidationError as exc:
-            return _describe(exc)
+    except ValidationError as exc:
+        return _describe(exc)
+    except Exception as exc:
+        # Whatever input breaks a parser is a dead letter: an exception here would stop the partition.
+        return Rejection("undecodable", f"the decoder failed on this message ({type(exc).__name__})")
     if key is not None and key != event.client_id.encode():
         return Rejection("key_mismatch", "key: does not match client_id (events must be keyed by client_id)")
     if key is None:

@@ -210,5 +210,7 @@ def fast_decode(kind: str, raw: bytes) -> TransactionEvent | InteractionEvent | 
     try:
         mirror = _DECODERS[kind].decode(raw)
         return _BUILD[kind](mirror)  # type: ignore[operator, no-any-return]
-    except (msgspec.DecodeError, msgspec.ValidationError, _Unsure):
+    except (msgspec.DecodeError, msgspec.ValidationError, _Unsure, RecursionError):
+        # RecursionError: msgspec skips unknown fields recursively, so deeply nested
+        # JSON (a few KiB of brackets) exhausts the stack; the contract model decides.
         return None
