@@ -51,7 +51,11 @@ DESCRIPTIONS: dict[str, str] = {
     "tick_seconds": "How often each worker sends a clock tick to its partitions (dormancy, overdue contact, "
     "maturity sweeps).",
     "batch_size": "Most input messages a worker processes as one batch.",
+    "fetch_max_wait_ms": "Longest time, in ms, the broker may hold a worker's fetch when no data is ready; "
+    "an upper bound on the latency it adds.",
     "batch_within": "Longest wait, in seconds, to fill a batch.",
+    "state_cache_size": "Decoded states of the most recently active clients a worker keeps in memory "
+    "(the table keeps every client's state as bytes either way).",
     "store": "Faust table store: `memory`, rebuilt from the changelog at start (the only store supported).",
     "data_dir": "Directory for Faust's local data.",
     "session_timeout": "Kafka consumer session timeout, seconds: how long before a dead worker's "

@@ -23,6 +23,7 @@ from typing import Any
 
 import faust
 import orjson
+from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -34,13 +35,29 @@ from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
 from schemas.rules import TIERS
-from streams import metrics
+from streams import eager, metrics
 from streams.settings import Settings
 
 log = logging.getLogger("clientpulse.worker")
 
 STATE_TABLE = "client-state"
 CLOCK_TABLE = "partition-clock"
+
+
+_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
+_FETCH_MAX_WAIT_MS: int | None = None
+
+
+def _create_worker_consumer_with_fetch_wait(self: AIOKafkaConsumerThread, transport: Any) -> Any:
+    """Faust fixes the consumer's fetch wait at 1.5 s; brokers that hold a fetch for the
+    whole wait (as the embedded one does) then add that much latency to every alert."""
+    consumer = _create_worker_consumer(self, transport)
+    if _FETCH_MAX_WAIT_MS is not None:
+        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
+    return consumer
+
+
+AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer_with_fetch_wait  # type: ignore[method-assign]
 
 
 class PartitionedTable(faust.Table):
@@ -135,6 +152,8 @@ class Pipeline:
         self.clock_table.on_recovered_keys = self._on_recovered_clock
         self.indexes: dict[int, DueIndex] = defaultdict(DueIndex)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
+        self._cache: dict[str, ClientState] = {}
+        """Decoded states of recently active clients, in use order; the store keeps the bytes."""
         self.clocks = PartitionClocks()
         self.tier_counts: dict[int, Counter[str]] = defaultdict(Counter)
         self.processed = 0
@@ -150,7 +169,10 @@ class Pipeline:
 
     # ----------------------------------------------------------------- set-up
     def _create_app(self) -> faust.App:
+        global _FETCH_MAX_WAIT_MS
         s = self.settings
+        _FETCH_MAX_WAIT_MS = s.fetch_max_wait_ms
+        eager.install()
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
         return faust.App(
             s.app_id,
@@ -221,12 +243,14 @@ class Pipeline:
         for partition in list(self.tier_counts):
             if partition not in assigned:
                 del self.tier_counts[partition]
+        self._cache.clear()
         self._publish_tier_gauge()
         self.ready = True
 
     def _after_recovery(self) -> None:
         """Rebuild the due index and tier counts of each recovered partition (once per recovery)."""
         recovered, self._recovered = self._recovered, defaultdict(set)
+        self._cache.clear()
         for partition, keys in recovered.items():
             index = self.indexes[partition] = DueIndex()
             tiers = self.tier_counts[partition] = Counter()
@@ -254,6 +278,14 @@ class Pipeline:
             await self.process_batch(events)
 
     async def process_batch(self, events: Sequence[EventT]) -> None:
+        try:
+            await self._process_batch(events)
+        except BaseException:
+            # Cached states may hold changes that never reached the changelog.
+            self._cache.clear()
+            raise
+
+    async def _process_batch(self, events: Sequence[EventT]) -> None:
         started = time.perf_counter()
         if self._recovered:
             self._after_recovery()
@@ -319,8 +351,10 @@ class Pipeline:
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
     def _load(self, client_id: str, partition: int) -> _Touched:
-        raw = self._store.get(client_id.encode())
-        state = ClientState.from_bytes(raw) if raw else ClientState(client_id)
+        state = self._cache.pop(client_id, None)
+        if state is None:
+            raw = self._store.get(client_id.encode())
+            state = ClientState.from_bytes(raw) if raw else ClientState(client_id)
         return _Touched(state, partition, state.tier)
 
     @property
@@ -350,28 +384,46 @@ class Pipeline:
         committed offset always has its state in the changelog.
         """
         store = self._store
-        send = self.app.producer.send
-        changelog = self.states.changelog_topic.get_topic_name()
         rules = self.rules
+        cache = self._cache
+        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
         for entry in touched.values():
             state = entry.state
             key = state.client_id.encode()
             value = state.to_bytes()
             store[key] = value
-            await send(changelog, key, value, partition=entry.partition, timestamp=None, headers=None)
+            cache[state.client_id] = state
+            by_partition[entry.partition].append((key, value))
             self._snapshot_due.add(state.client_id)
             self.indexes[entry.partition].note(state.client_id, engine.next_due(rules, state))
             if state.tier != entry.tier_before:
                 self._count_tier(entry.partition, entry.tier_before, state.tier)
+        while len(cache) > self.settings.state_cache_size:
+            del cache[next(iter(cache))]  # least recently used first
+        await self._send_batches(self.states.changelog_topic.get_topic_name(), by_partition)
         metrics.STATE_WRITES.inc(len(touched))
         if self.clocks.dirty:
             clock_store = self.clock_table.data
-            clock_changelog = self.clock_table.changelog_topic.get_topic_name()
+            clocks: dict[int, list[tuple[bytes, bytes]]] = {}
             for partition in self.clocks.dirty:
                 key, value = str(partition).encode(), str(self.clocks.marks[partition]).encode()
                 clock_store[key] = value
-                await send(clock_changelog, key, value, partition=partition, timestamp=None, headers=None)
+                clocks[partition] = [(key, value)]
+            await self._send_batches(self.clock_table.changelog_topic.get_topic_name(), clocks)
             self.clocks.dirty.clear()
+
+    async def _send_batches(self, topic: str, records: dict[int, list[tuple[bytes, bytes]]]) -> None:
+        """Hand records to the producer one batch per partition (not one future per record)."""
+        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # aiokafka's, behind Faust's
+        for partition, items in records.items():
+            batch = producer.create_batch()
+            for key, value in items:
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    await producer.send_batch(batch, topic, partition=partition)
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is None:
+                        raise ValueError(f"a {len(value)}-byte record does not fit in a producer batch")
+            await producer.send_batch(batch, topic, partition=partition)
 
     def _count_tier(self, partition: int, before: str | None, after: str | None) -> None:
         counts = self.tier_counts[partition]
