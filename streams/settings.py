@@ -29,7 +29,7 @@ class Settings(BaseSettings):
     web_host: str = Field("0.0.0.0", validation_alias=_env("CLIENTPULSE_WEB_HOST"))
     clock: Literal["wall", "event"] = Field("wall", validation_alias=_env("CLIENTPULSE_CLOCK"))
     tick_seconds: float = Field(5.0, validation_alias=_env("CLIENTPULSE_TICK_SECONDS"), gt=0, le=3600)
-    batch_size: int = Field(1000, validation_alias=_env("CLIENTPULSE_BATCH_SIZE"), ge=1, le=100_000)
+    batch_size: int = Field(5000, validation_alias=_env("CLIENTPULSE_BATCH_SIZE"), ge=1, le=100_000)
     fetch_max_wait_ms: int = Field(50, validation_alias=_env("CLIENTPULSE_FETCH_MAX_WAIT_MS"), ge=1, le=5000)
     batch_within: float = Field(0.05, validation_alias=_env("CLIENTPULSE_BATCH_WITHIN"), gt=0, le=10)
     state_cache_size: int = Field(100_000, validation_alias=_env("CLIENTPULSE_STATE_CACHE_SIZE"), ge=0, le=10_000_000)

@@ -189,7 +189,7 @@ class Pipeline:
             consumer_auto_offset_reset="earliest",
             processing_guarantee="at_least_once",
             producer_acks=-1,
-            producer_linger_ms=5,
+            producer_linger_ms=1,
             producer_max_batch_size=256 * 1024,
             stream_buffer_maxsize=max(4096, s.batch_size * 4),
             broker_max_poll_records=max(500, s.batch_size),
