@@ -23,7 +23,6 @@ from typing import Any
 
 import faust
 import orjson
-from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -35,29 +34,13 @@ from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
 from schemas.rules import TIERS
-from streams import eager, metrics
+from streams import faust_tuning, metrics
 from streams.settings import Settings
 
 log = logging.getLogger("clientpulse.worker")
 
 STATE_TABLE = "client-state"
 CLOCK_TABLE = "partition-clock"
-
-
-_create_worker_consumer = AIOKafkaConsumerThread._create_worker_consumer
-_FETCH_MAX_WAIT_MS: int | None = None
-
-
-def _create_worker_consumer_with_fetch_wait(self: AIOKafkaConsumerThread, transport: Any) -> Any:
-    """Faust fixes the consumer's fetch wait at 1.5 s; brokers that hold a fetch for the
-    whole wait (as the embedded one does) then add that much latency to every alert."""
-    consumer = _create_worker_consumer(self, transport)
-    if _FETCH_MAX_WAIT_MS is not None:
-        consumer._fetch_max_wait_ms = _FETCH_MAX_WAIT_MS
-    return consumer
-
-
-AIOKafkaConsumerThread._create_worker_consumer = _create_worker_consumer_with_fetch_wait  # type: ignore[method-assign]
 
 
 class PartitionedTable(faust.Table):
@@ -169,10 +152,8 @@ class Pipeline:
 
     # ----------------------------------------------------------------- set-up
     def _create_app(self) -> faust.App:
-        global _FETCH_MAX_WAIT_MS
         s = self.settings
-        _FETCH_MAX_WAIT_MS = s.fetch_max_wait_ms
-        eager.install()
+        faust_tuning.install(s.fetch_max_wait_ms)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
         return faust.App(
             s.app_id,

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from streams.eager import resume
+from streams.faust_tuning import resume
 
 
 async def _no_suspend(log: list[str]) -> str:

@@ -1,6 +1,6 @@
-"""Eager dispatch of fetched messages in the Faust consumer.
+"""Two adjustments to Faust's Kafka transport, installed by the worker at start.
 
-Faust hands every fetched message to its topic callback through
+**Eager dispatch of fetched messages.** Faust hands every fetched message to its topic callback through
 `Service.wait_first(callback(message), suspend_flow.wait())`, which wraps four
 awaitables in tasks and an `asyncio.wait` per message: most of the framework's
 cost per message. In the usual case the callback finishes without ever
@@ -9,6 +9,13 @@ it eagerly, as Python 3.12's eager task factory would, and only fall back to the
 full race when it does suspend (flow control, a full buffer). Semantics are
 unchanged: the race exists so that a suspended callback cannot block a
 rebalance, and a callback that never suspends cannot block one either.
+
+**A bounded fetch wait.** Faust fixes the consumer's fetch wait at 1.5 s; a
+broker that holds a fetch for the whole wait (as the embedded one does) adds
+that much latency to every alert. The worker sets it from
+CLIENTPULSE_FETCH_MAX_WAIT_MS.
+
+Both depend on faust-streaming internals; pyproject pins the 0.15 series.
 """
 
 from __future__ import annotations
@@ -64,6 +71,22 @@ class EagerConsumer(faust_aiokafka.Consumer):
         return await super().wait_first(*coros, timeout=timeout)
 
 
-def install() -> None:
-    """Make Faust's Kafka transport use the eager consumer (idempotent)."""
+_create_worker_consumer = faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
+_fetch_max_wait_ms: int | None = None
+
+
+def _create_worker_consumer_with_fetch_wait(self: faust_aiokafka.AIOKafkaConsumerThread, transport: Any) -> Any:
+    consumer = _create_worker_consumer(self, transport)
+    if _fetch_max_wait_ms is not None:
+        consumer._fetch_max_wait_ms = _fetch_max_wait_ms
+    return consumer
+
+
+def install(fetch_max_wait_ms: int) -> None:
+    """Use the eager consumer and the given fetch wait (idempotent)."""
+    global _fetch_max_wait_ms
+    _fetch_max_wait_ms = fetch_max_wait_ms
     faust_aiokafka.Transport.Consumer = EagerConsumer
+    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
+        _create_worker_consumer_with_fetch_wait
+    )
