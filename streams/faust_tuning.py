@@ -15,17 +15,32 @@ broker that holds a fetch for the whole wait (as the embedded one does) adds
 that much latency to every alert. The worker sets it from
 CLIENTPULSE_FETCH_MAX_WAIT_MS.
 
-Both depend on faust-streaming internals; pyproject pins the 0.15 series.
+**End offsets that table recovery can trust.** Faust recovers a table by
+reading its changelog up to the end offset that ListOffsets reports. Some
+Kafka-compatible brokers (the embedded Tansu among them) answer with the offset
+after the *first* record of the last record batch, and the worker writes each
+partition's states as one batch: recovery stopped short and a restarted or
+rebalanced worker went on from stale client state although the input offsets of
+the lost updates were committed. A Fetch response's high watermark is right on
+those brokers, so each listed end offset is checked by fetching from just
+before it (on Kafka the two agree; the check costs one small fetch).
+
+All depend on faust-streaming internals; pyproject pins the 0.15 series.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import logging
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from mode.services import WaitResults
+
+log = logging.getLogger("clientpulse.worker")
 
 
 async def resume(coro: Coroutine[Any, Any, Any], yielded: Any) -> Any:
@@ -82,11 +97,54 @@ def _create_worker_consumer_with_fetch_wait(self: faust_aiokafka.AIOKafkaConsume
     return consumer
 
 
+async def fetched_end_offsets(
+    bootstrap: list[str] | str, listed: Mapping[TP, int | None], timeout: float = 5.0
+) -> dict[TP, int | None]:
+    """`listed` end offsets, each raised to the high watermark a fetch from just before it reports."""
+    ends = dict(listed)
+    probes = {TopicPartition(tp.topic, tp.partition): tp for tp, end in listed.items() if end}
+    if not probes:
+        return ends
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        consumer.assign(list(probes))
+        for probe, tp in probes.items():
+            consumer.seek(probe, int(listed[tp] or 1) - 1)
+        pending = set(probes)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while pending and asyncio.get_running_loop().time() < deadline:
+            await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+            for probe in list(pending):
+                highwater = consumer.highwater(probe)
+                if highwater is not None:
+                    tp = probes[probe]
+                    ends[tp] = max(int(listed[tp] or 0), int(highwater))
+                    pending.discard(probe)
+        if pending:
+            log.warning("no high watermark fetched for %s; using the listed end offsets", sorted(pending))
+    finally:
+        await consumer.stop()
+    return ends
+
+
+_highwaters = faust_aiokafka.AIOKafkaConsumerThread._highwaters
+
+
+async def _highwaters_checked(self: faust_aiokafka.AIOKafkaConsumerThread, partitions: list[TP]) -> Mapping[TP, int]:
+    listed = await _highwaters(self, partitions)
+    if self.consumer.in_transaction:
+        return listed
+    servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)  # type: ignore[attr-defined]
+    return await fetched_end_offsets(servers, listed)  # type: ignore[return-value]
+
+
 def install(fetch_max_wait_ms: int) -> None:
-    """Use the eager consumer and the given fetch wait (idempotent)."""
+    """Use the eager consumer, the given fetch wait and checked end offsets (idempotent)."""
     global _fetch_max_wait_ms
     _fetch_max_wait_ms = fetch_max_wait_ms
     faust_aiokafka.Transport.Consumer = EagerConsumer
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
         _create_worker_consumer_with_fetch_wait
     )
+    faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters_checked  # type: ignore[method-assign]

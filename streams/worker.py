@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import faust
+import mode
 import orjson
 from faust.types import TP, EventT
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -142,7 +143,11 @@ class Pipeline:
         self.processed = 0
         self.ready = False
         self._snapshot_due: set[str] = set()
-        self.app.agent(self.input_topic, name="clientpulse.process")(self._agent)
+        # A batch that fails stops the worker (exit 1) instead of restarting the agent in place:
+        # the batch is not committed (see _agent) and is read again by the next worker.
+        self.app.agent(self.input_topic, name="clientpulse.process", supervisor_strategy=mode.CrashingSupervisor)(
+            self._agent
+        )
         self.app.timer(settings.tick_seconds, name="clientpulse.tick")(self._tick)
         self.app.timer(15.0, name="clientpulse.lag")(self._report_lag)
         self.app.timer(settings.snapshot_seconds, name="clientpulse.snapshots")(self._publish_snapshots)
@@ -256,7 +261,11 @@ class Pipeline:
     # ---------------------------------------------------------------- stream
     async def _agent(self, stream: Any) -> None:
         async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_within):
-            await self.process_batch(events)
+            try:
+                await self.process_batch(events)
+            except BaseException:
+                _withhold(events)
+                raise
 
     async def process_batch(self, events: Sequence[EventT]) -> None:
         try:
@@ -513,6 +522,18 @@ def _committed(app: faust.App, tp: TP) -> int | None:
     """
     offset = app.monitor.tp_committed_offsets.get(tp)
     return None if offset is None else int(offset)
+
+
+def _withhold(events: Sequence[EventT]) -> None:
+    """Keep the offsets of a batch that failed or was cancelled from being committed (at-least-once).
+
+    Faust's take_events acks every event of a batch when the batch ends, even
+    by an exception or a cancellation, and acked offsets are committed. An
+    event already marked acked is skipped there, so its offset never becomes
+    committable: the batch is read again after a restart or a rebalance.
+    """
+    for event in events:
+        event.message.acked = True
 
 
 def _tick_time(value: Any) -> int:

@@ -1,0 +1,579 @@
+"""Nothing lost, nothing doubled: crashes, rebalances, a database outage and a failing batch, on the real services.
+
+Every test here feeds a known synthetic history to real `clientpulse worker`
+processes (event clock) on the session broker, with a real `clientpulse sink`
+storing alerts in PostgreSQL, and compares the end result with the backtest of
+the same history (handlers.replay, `until` = the final tick):
+
+- the alert store holds exactly the backtest's alerts (alert_id and every
+  field but detected_at): none missing, none extra, each created once (one
+  'open' row in the append-only audit per alert);
+- the last state record of every client in the state table's changelog equals
+  the backtest's final ClientState, field for field (recently seen ids too).
+
+Why the history is cut into single-topic segments: the worker fetches each
+topic partition independently, so events of one partition on different topics
+may be taken in another order than the file's, and the partition clock (its
+largest occurred_at) may run ahead of an event taken late (see
+test_equivalence.py). Here each segment is a stretch of event time whose
+events come from ONE input topic (the others' events of that stretch are left
+out of the history), each segment is produced alone, and the next waits until
+the worker group has committed every message so far. Inside a segment each
+partition's events then arrive in time order, as in the file, whatever the
+crashes and rebalances do. The assertion stays exact.
+
+Redelivery after a SIGKILL covers what was processed since the last offset
+commit (at most about a second: `broker_commit_interval`). The duplicate memory
+is 7 days of event time, so the feed rate is chosen to keep a second of
+events well under 7 days of this compressed history (as it is, by far, in a
+live bank).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import asyncpg  # type: ignore[import-untyped]
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+
+from handlers.replay import Replay
+from handlers.ruleset import Ruleset
+from handlers.state import ClientState
+from schemas.alerts import Alert
+from streams.embedded import free_port, terminate_group
+from streams.settings import Settings
+from streams.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS, Record, history
+from streams.topics import ensure_topics
+from tests.support import ROOT, WorkerProcess, die_with_parent, make_settings, new_worker, settings_env, unique_prefix
+
+pytestmark = [pytest.mark.broker, pytest.mark.db]
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+DETECTED_AT = datetime(2030, 1, 1, tzinfo=UTC)
+CYCLE = (TRANSACTIONS, TRANSACTIONS, INTERACTIONS, TRANSACTIONS, CLIENTS)
+"""The input topic of each successive segment."""
+
+Comparable = tuple[Any, ...]
+
+
+# --------------------------------------------------------------------------- the history and its backtest
+@dataclass
+class Segment:
+    topic: str
+    records: list[Record]
+
+
+@dataclass
+class Plan:
+    tag: str
+    segments: list[Segment]
+    until: datetime
+
+    @property
+    def records(self) -> list[Record]:
+        return [r for s in self.segments for r in s.records]
+
+
+def _retag(record: Record, tag: str) -> Record:
+    topic, key, value = record
+    return topic, tag + key, {**value, "client_id": tag + key}
+
+
+def make_plan(tag: str, *, events: int, clients: int, seed: int, span_days: int, segment_days: int) -> Plan:
+    """Onboarding (reference data, then the opening deposits), then single-topic segments of `segment_days`."""
+    records = [_retag(r, tag) for r in history(events, clients, seed=seed, start=START, span_days=span_days)]
+    start = START.isoformat()
+    onboarding = [r for r in records if r[2]["occurred_at"] == start]
+    segments = [
+        Segment(CLIENTS, [r for r in onboarding if r[0] == CLIENTS]),
+        Segment(TRANSACTIONS, [r for r in onboarding if r[0] == TRANSACTIONS]),
+    ]
+    by_segment: dict[int, list[Record]] = {}
+    for record in records[len(onboarding) :]:
+        number = (datetime.fromisoformat(str(record[2]["occurred_at"])) - START) // timedelta(days=segment_days)
+        if record[0] == CYCLE[number % len(CYCLE)]:
+            by_segment.setdefault(number, []).append(record)
+    segments += [Segment(CYCLE[n % len(CYCLE)], by_segment[n]) for n in sorted(by_segment)]
+    return Plan(tag, segments, START + timedelta(days=span_days + 400))
+
+
+@dataclass
+class Expected:
+    alerts: dict[str, Comparable]
+    states: dict[str, ClientState]
+
+
+def backtest(plan: Plan, rules: Ruleset) -> Expected:
+    lines = [orjson.dumps({"topic": t, "key": k, "value": v}) for t, k, v in plan.records]
+    replay = Replay(rules, detected_at=DETECTED_AT)
+    alerts = [comparable(a) for a in replay.run_lines(lines, plan.until)]
+    by_id = {a[0]: a for a in alerts}
+    assert len(by_id) == len(alerts), "alert ids are unique"
+    return Expected(by_id, replay.states)
+
+
+def comparable(alert: Alert | dict[str, Any]) -> Comparable:
+    """Every field of an alert but detected_at, in one canonical form for the topic, the store and the backtest."""
+    data = alert.model_dump(mode="json") if isinstance(alert, Alert) else alert
+    occurred = data["occurred_at"]
+    occurred = occurred if isinstance(occurred, datetime) else datetime.fromisoformat(occurred)
+    facts = data["facts"] if isinstance(data["facts"], dict) else orjson.loads(data["facts"])
+    return (
+        data["alert_id"],
+        data["type"],
+        data["severity"],
+        data["client_id"],
+        occurred.astimezone(UTC).isoformat(),
+        tuple(sorted(facts.items())),
+        data["rm_id"],
+        data["tier"],
+        data["title"],
+        data["rule_version"],
+        tuple(data["source_event_ids"]),
+    )
+
+
+# --------------------------------------------------------------------------- the running system
+@dataclass
+class Rig:
+    """Workers, a sink process and a producer on one topic prefix; everything is stopped by `close()`."""
+
+    broker: str
+    database_url: str
+    tmp_path: Path
+    settings: Settings
+    tag: str
+    workers: list[WorkerProcess] = field(default_factory=list)
+    sink: subprocess.Popen[bytes] | None = None
+    sink_port: int = 0
+    sent: Counter[str] = field(default_factory=Counter)
+    producer: AIOKafkaProducer | None = None
+    probe: AIOKafkaConsumer | None = None
+    started: int = 0
+
+    @classmethod
+    async def create(cls, broker: str, database_url: str, tmp_path: Path, sink_db_url: str | None = None) -> Rig:
+        prefix = unique_prefix()
+        settings = make_settings(
+            broker, prefix, database_url=sink_db_url or database_url, sink_backoff_max=0.5, sink_batch_size=200
+        )
+        await ensure_topics(settings)
+        rig = cls(broker, database_url, tmp_path, settings, tag=prefix.replace(".", "-"))
+        rig.producer = AIOKafkaProducer(bootstrap_servers=broker, acks="all", linger_ms=2)
+        await rig.producer.start()
+        rig.probe = AIOKafkaConsumer(bootstrap_servers=broker, group_id=settings.app_id, enable_auto_commit=False)
+        await rig.probe.start()
+        return rig
+
+    async def close(self) -> None:
+        await asyncio.gather(*(asyncio.to_thread(w.stop) for w in self.workers))
+        if self.sink is not None:
+            await asyncio.to_thread(terminate_group, self.sink, 15)
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.probe is not None:
+            await self.probe.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.log_path.name}\n{w.tail(25)}" for w in self.workers[-3:])
+
+    # ---------------------------------------------------------------- processes
+    def start_worker(self) -> WorkerProcess:
+        self.started += 1
+        worker = new_worker(self.settings, self.tmp_path, f"worker-{self.started}", CLIENTPULSE_CLOCK="event")
+        self.workers.append(worker.start())
+        return worker
+
+    def live_workers(self) -> list[WorkerProcess]:
+        return [w for w in self.workers if w.proc is not None and w.proc.poll() is None]
+
+    async def start_sink(self) -> None:
+        self.sink_port = free_port()
+        env = {
+            **os.environ,
+            **settings_env(self.settings),
+            "CLIENTPULSE_API_HOST": "127.0.0.1",
+            "CLIENTPULSE_API_PORT": str(self.sink_port),
+        }
+        log = open(self.tmp_path / "sink.log", "ab")  # noqa: SIM115
+        self.sink = subprocess.Popen(
+            [sys.executable, "-m", "streams.cli", "sink", "--no-api"],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+        await self.until(lambda: self.sink_http("/readyz")[0] == 200, 30, "the sink to be ready")
+
+    def sink_http(self, path: str) -> tuple[int, dict[str, Any]]:
+        assert self.sink is not None and self.sink.poll() is None, (self.tmp_path / "sink.log").read_text()[-3000:]
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.sink_port}{path}", timeout=3) as resp:
+                return resp.status, orjson.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, orjson.loads(exc.read())
+        except OSError:
+            return 0, {}
+
+    async def until(self, check: Callable[[], Any], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = check()
+            if asyncio.iscoroutine(result):
+                result = await result
+            if result:
+                return
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.logs()}")
+
+    async def wait_ready(self, worker: WorkerProcess) -> None:
+        await asyncio.to_thread(worker.wait_ready, 60)
+
+    # ---------------------------------------------------------------- traffic
+    async def feed(
+        self,
+        records: list[Record],
+        rate: float,
+        actions: dict[int, Callable[[], Awaitable[None]]] | None = None,
+    ) -> None:
+        """Produce `records` in order at about `rate` per second, running `actions[i]` before record i."""
+        assert self.producer is not None
+        actions = actions or {}
+        started = time.monotonic()
+        for i, (topic, key, value) in enumerate(records):
+            if i in actions:
+                await actions[i]()
+            await self.producer.send(self.settings.topic(topic), orjson.dumps(value), key=key.encode())
+            self.sent[self.settings.topic(topic)] += 1
+            ahead = started + (i + 1) / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await self.producer.flush()
+
+    async def committed(self, topic: str) -> int:
+        assert self.probe is not None
+        total = 0
+        for partition in range(self.settings.partitions):
+            total += await self.probe.committed(TopicPartition(topic, partition)) or 0
+        return total
+
+    async def wait_committed(self, timeout: float = 60) -> None:
+        """Until the worker group has committed every message sent so far (so all of it is processed)."""
+
+        async def done() -> bool:
+            assert self.live_workers(), f"no worker is running\n{self.logs()}"
+            for topic, n in self.sent.items():
+                if await self.committed(topic) < n:
+                    return False
+            return True
+
+        await self.until(done, timeout, f"the workers to commit {dict(self.sent)}")
+
+    async def tick(self, now: datetime) -> None:
+        assert self.producer is not None
+        value = orjson.dumps({"now": now.isoformat()})
+        for partition in range(self.settings.partitions):
+            await self.producer.send(self.settings.ticks_topic, value, key=b"tick", partition=partition)
+        await self.producer.flush()
+
+    # ---------------------------------------------------------------- results
+    async def stored(self) -> list[dict[str, Any]]:
+        conn = await asyncpg.connect(self.database_url)
+        try:
+            rows = await conn.fetch("SELECT * FROM alerts WHERE starts_with(client_id, $1)", self.tag)
+            creations = await conn.fetch(
+                "SELECT e.alert_id, count(*) AS n FROM alert_events e JOIN alerts a USING (alert_id)"
+                " WHERE starts_with(a.client_id, $1) AND e.to_status = 'open' GROUP BY e.alert_id",
+                self.tag,
+            )
+        finally:
+            await conn.close()
+        counts = {r["alert_id"]: r["n"] for r in creations}
+        return [{**dict(r), "creations": counts.get(r["alert_id"], 0)} for r in rows]
+
+    async def wait_stored(self, expected: Expected, timeout: float = 90) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+
+        async def complete() -> bool:
+            nonlocal rows
+            rows = await self.stored()
+            return len(rows) >= len(expected.alerts)
+
+        await self.until(complete, timeout, f"{len(expected.alerts)} alerts in the store")
+        await asyncio.sleep(2.0)  # anything extra still on its way shows up too
+        return await self.stored()
+
+    async def changelog_states(self, idle: float = 2.0) -> dict[str, ClientState]:
+        """The last record of every client in the state table's changelog."""
+        consumer = AIOKafkaConsumer(
+            f"{self.settings.app_id}-client-state-changelog",
+            bootstrap_servers=self.broker,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        states: dict[str, ClientState] = {}
+        last = time.monotonic()
+        try:
+            while time.monotonic() - last < idle:
+                for batch in (await consumer.getmany(timeout_ms=300)).values():
+                    for record in batch:
+                        states[record.key.decode()] = ClientState.from_bytes(record.value)
+                    last = time.monotonic()
+        finally:
+            await consumer.stop()
+        return states
+
+    async def published(self) -> list[dict[str, Any]]:
+        """Every alert message on rm.alerts.v1 (a re-published alert appears more than once)."""
+        consumer = AIOKafkaConsumer(
+            self.settings.alerts_topic,
+            bootstrap_servers=self.broker,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        values: list[dict[str, Any]] = []
+        last = time.monotonic()
+        try:
+            while time.monotonic() - last < 2.0:
+                for batch in (await consumer.getmany(timeout_ms=300)).values():
+                    values += [orjson.loads(r.value) for r in batch]
+                    last = time.monotonic()
+        finally:
+            await consumer.stop()
+        return values
+
+
+@contextlib.asynccontextmanager
+async def rig_for(broker: str, database_url: str, tmp_path: Path, sink_db_url: str | None = None) -> AsyncIterator[Rig]:
+    rig = await Rig.create(broker, database_url, tmp_path, sink_db_url)
+    try:
+        yield rig
+    finally:
+        await rig.close()
+
+
+async def check_result(rig: Rig, expected: Expected, context: str) -> None:
+    """The store holds exactly the backtest's alerts, each created once; every client's state is the backtest's."""
+    rows = await rig.wait_stored(expected)
+    got = {r["alert_id"]: comparable(r) for r in rows}
+    missing = sorted(set(expected.alerts) - set(got))
+    extra = sorted(set(got) - set(expected.alerts))
+    changed = sorted(i for i in set(got) & set(expected.alerts) if got[i] != expected.alerts[i])
+    assert not missing and not extra and not changed, (
+        f"{context}: {len(missing)} alerts missing, {len(extra)} extra, {len(changed)} different:\n"
+        + "\n".join(f"- {expected.alerts[i]}" for i in missing[:5])
+        + "\n"
+        + "\n".join(f"+ {got[i]}" for i in extra[:5])
+        + "\n"
+        + "\n".join(f"~ {expected.alerts[i]}\n  {got[i]}" for i in changed[:3])
+    )
+    assert len(rows) == len(expected.alerts)
+    assert {r["creations"] for r in rows} == {1}, "each alert was created once in the audit trail"
+
+    states: dict[str, ClientState] = {}
+
+    async def settled() -> bool:
+        nonlocal states
+        states = await rig.changelog_states()
+        return states == expected.states
+
+    with contextlib.suppress(AssertionError):
+        await rig.until(settled, 20, "the changelog to hold the backtest's states")
+    differ = sorted(c for c in set(states) | set(expected.states) if states.get(c) != expected.states.get(c))
+    assert not differ, f"{context}: {len(differ)} client states differ, e.g. {differ[:3]}:\n" + "\n".join(
+        f"worker:   {states.get(c)}\nbacktest: {expected.states.get(c)}" for c in differ[:2]
+    )
+
+
+def chaos_seed() -> int:
+    return int(os.environ.get("CLIENTPULSE_CHAOS_SEED", random.randrange(2**31)))
+
+
+# --------------------------------------------------------------------------- 1. crashes
+@pytest.mark.slow
+async def test_sigkilled_workers_lose_and_double_nothing(
+    broker: str, database_url: str, rules: Ruleset, tmp_path: Path
+) -> None:
+    seed = chaos_seed()
+    rng = random.Random(seed)
+    context = f"CLIENTPULSE_CHAOS_SEED={seed}"
+    async with rig_for(broker, database_url, tmp_path) as rig:
+        plan = make_plan(rig.tag, events=1500, clients=100, seed=seed % 1000, span_days=60, segment_days=5)
+        expected = backtest(plan, rules)
+        await rig.start_sink()
+        await rig.wait_ready(rig.start_worker())
+        kills: list[tuple[int, int]] = []
+
+        async def crash_and_restart() -> None:
+            (victim,) = rig.live_workers()
+            await asyncio.to_thread(victim.kill)  # SIGKILL, mid-stream: no commit, no flush, no goodbye
+            rig.start_worker()
+
+        kill_segments = set(rng.sample([n for n, s in enumerate(plan.segments) if len(s.records) >= 20], 3))
+        for number, segment in enumerate(plan.segments):
+            actions: dict[int, Callable[[], Awaitable[None]]] = {}
+            if number in kill_segments:
+                at = rng.randrange(len(segment.records) // 5, len(segment.records) * 4 // 5)
+                actions[at] = crash_and_restart
+                kills.append((number, at))
+            await rig.feed(segment.records, rate=60, actions=actions)
+            await rig.wait_committed()
+        await rig.tick(plan.until)
+        await check_result(rig, expected, f"{context}, kills at (segment, record) {kills}")
+        assert len(kills) >= 3 and rig.started == len(kills) + 1
+        published = await rig.published()
+        assert {v["alert_id"] for v in published} == set(expected.alerts)
+
+
+# --------------------------------------------------------------------------- recovery reads the whole changelog
+def _opening(tag: str, i: int) -> Record:
+    client = f"{tag}c-{i:03d}"
+    value = {
+        "event_id": f"open-{i}",
+        "client_id": client,
+        "occurred_at": (START + timedelta(minutes=i)).isoformat(),
+        "account_id": "acct-1",
+        "amount": "700000.00",
+        "currency": "CNY",
+        "direction": "credit",
+        "kind": "deposit",
+        "channel": "branch",
+        "initiated_by": "customer",
+        "counterparty": {"bank": "internal"},
+    }
+    return TRANSACTIONS, client, value
+
+
+def _outflow(tag: str, i: int) -> Record:
+    topic, client, value = _opening(tag, i)
+    later = START + timedelta(days=1, minutes=i)
+    return (
+        topic,
+        client,
+        {
+            **value,
+            "event_id": f"out-{i}",
+            "occurred_at": later.isoformat(),
+            "amount": "600000.00",
+            "direction": "debit",
+            "kind": "transfer",
+            "counterparty": {"bank": "external"},
+        },
+    )
+
+
+async def test_a_restarted_worker_recovers_every_clients_latest_state(
+    broker: str, database_url: str, rules: Ruleset, tmp_path: Path
+) -> None:
+    """Many clients' states written in one batch, then a new worker: each outflow is judged at platinum.
+
+    A worker that recovered only part of the changelog would judge some outflows
+    from an empty state (tier mass, limit 50,000) instead of the deposit's
+    platinum (limit 500,000).
+    """
+    async with rig_for(broker, database_url, tmp_path) as rig:
+        clients = 60
+        first = rig.start_worker()
+        await rig.wait_ready(first)
+        await rig.feed([_opening(rig.tag, i) for i in range(clients)], rate=10_000)
+        await rig.wait_committed()
+        await asyncio.to_thread(first.stop)
+        second = rig.start_worker()
+        await rig.wait_ready(second)
+        await rig.feed([_outflow(rig.tag, i) for i in range(clients)], rate=10_000)
+        await rig.wait_committed()
+        alerts = [a for a in await rig.published() if a["type"] == "large_outflow"]
+        assert len(alerts) == clients
+        limits = Counter(a["facts"]["limit"] for a in alerts)
+        assert limits == {"500000.00": clients}, f"outflows judged without the recovered state: {limits}"
+
+
+# --------------------------------------------------------------------------- a batch that fails
+FAULTY_WORKER = """
+import sys
+
+from handlers import engine
+from streams.cli import main
+
+_apply = engine.apply
+
+
+def apply(rules, state, event, now, detected_at):
+    if event.event_id == "boom":
+        raise RuntimeError("injected failure applying event boom")
+    return _apply(rules, state, event, now, detected_at)
+
+
+engine.apply = apply
+sys.exit(main(["worker"]))
+"""
+
+
+async def test_a_batch_that_fails_is_not_committed_and_is_processed_by_the_next_worker(
+    broker: str, database_url: str, rules: Ruleset, tmp_path: Path
+) -> None:
+    """An exception while processing stops the worker without committing the batch; nothing of it is lost."""
+    async with rig_for(broker, database_url, tmp_path) as rig:
+        records = [_opening(rig.tag, 0)]
+        for n, event_id in enumerate(("before", "boom", "after")):
+            topic, client, value = _outflow(rig.tag, 0)
+            when = START + timedelta(days=1, hours=2 * n)
+            records.append((topic, client, {**value, "event_id": event_id, "occurred_at": when.isoformat()}))
+        lines = [orjson.dumps({"topic": t, "key": k, "value": v}) for t, k, v in records]
+        replay = Replay(rules, detected_at=DETECTED_AT)
+        expected = {comparable(a) for a in replay.run_lines(lines)}
+        assert {a[1] for a in expected} >= {"large_outflow"} and len(expected) >= 3
+
+        script = tmp_path / "faulty_worker.py"
+        script.write_text(FAULTY_WORKER)
+        faulty = new_worker(rig.settings, tmp_path, "faulty", CLIENTPULSE_CLOCK="event")
+        log = open(faulty.log_path, "ab")  # noqa: SIM115
+        faulty.proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=ROOT,
+            env={**os.environ, **settings_env(faulty.settings), **faulty.extra_env, "PYTHONPATH": str(ROOT)},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        log.close()
+        rig.workers.append(faulty)
+        await rig.wait_ready(faulty)
+        await rig.feed(records, rate=10_000)
+        try:
+            code = await asyncio.to_thread(faulty.proc.wait, 30)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker went on after a failed batch:\n{faulty.tail()}") from None
+        assert code != 0 and "injected failure" in faulty.log_path.read_text()
+        assert await rig.committed(rig.settings.transactions_topic) < len(records), "the failed batch was committed"
+
+        rig.start_worker()
+        await rig.wait_committed()
+        got = {comparable(a) for a in await rig.published()}
+        assert got == expected, f"missing {expected - got}, extra {got - expected}"
+        states = await rig.changelog_states()
+        assert states == replay.states
