@@ -238,14 +238,17 @@ class Pipeline:
         recovered, self._recovered = self._recovered, defaultdict(set)
         self._cache.clear()
         for partition, keys in recovered.items():
-            index = self.indexes[partition] = DueIndex()
-            tiers = self.tier_counts[partition] = Counter()
+            # A partition kept through a rebalance is recovered only from where its last recovery
+            # stopped (the keys written since): add those to its index, keep its incremental counts.
+            kept = partition in self.tier_counts
+            index = self.indexes[partition]
+            tiers = self.tier_counts[partition]
             for key in keys:
                 raw = self._store.get(key)
                 if raw:
                     state = ClientState.from_bytes(raw)
                     index.note(state.client_id, engine.next_due(self.rules, state))
-                    if state.tier:
+                    if state.tier and not kept:
                         tiers[state.tier] += 1
         log.info("due index rebuilt for %d recovered partitions", len(recovered))
         self._publish_tier_gauge()

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -60,7 +61,9 @@ from streams.embedded import free_port, terminate_group
 from streams.settings import Settings
 from streams.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS, Record, history
 from streams.topics import ensure_topics
+from tests.integration.test_sink import TcpProxy, _via_proxy
 from tests.support import ROOT, WorkerProcess, die_with_parent, make_settings, new_worker, settings_env, unique_prefix
+from tests.unit.test_disorder import disorder
 
 pytestmark = [pytest.mark.broker, pytest.mark.db]
 
@@ -222,9 +225,17 @@ class Rig:
             preexec_fn=die_with_parent,
         )
         log.close()
-        await self.until(lambda: self.sink_http("/readyz")[0] == 200, 30, "the sink to be ready")
 
-    def sink_http(self, path: str) -> tuple[int, dict[str, Any]]:
+        async def ready() -> bool:
+            return (await self.sink_http("/readyz"))[0] == 200
+
+        await self.until(ready, 30, "the sink to be ready")
+
+    async def sink_http(self, path: str) -> tuple[int, dict[str, Any]]:
+        """GET on the sink's health server, from a thread (the database proxy may live on this event loop)."""
+        return await asyncio.to_thread(self._sink_http, path)
+
+    def _sink_http(self, path: str) -> tuple[int, dict[str, Any]]:
         assert self.sink is not None and self.sink.poll() is None, (self.tmp_path / "sink.log").read_text()[-3000:]
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.sink_port}{path}", timeout=3) as resp:
@@ -310,15 +321,14 @@ class Rig:
         counts = {r["alert_id"]: r["n"] for r in creations}
         return [{**dict(r), "creations": counts.get(r["alert_id"], 0)} for r in rows]
 
-    async def wait_stored(self, expected: Expected, timeout: float = 90) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = []
+    async def wait_stored(self, expected: Expected, timeout: float = 60) -> list[dict[str, Any]]:
+        """The stored alerts once there are as many as expected (or at the timeout), and 2 s more."""
 
         async def complete() -> bool:
-            nonlocal rows
-            rows = await self.stored()
-            return len(rows) >= len(expected.alerts)
+            return len(await self.stored()) >= len(expected.alerts)
 
-        await self.until(complete, timeout, f"{len(expected.alerts)} alerts in the store")
+        with contextlib.suppress(AssertionError):
+            await self.until(complete, timeout, f"{len(expected.alerts)} alerts in the store")
         await asyncio.sleep(2.0)  # anything extra still on its way shows up too
         return await self.stored()
 
@@ -383,7 +393,8 @@ async def check_result(rig: Rig, expected: Expected, context: str) -> None:
     extra = sorted(set(got) - set(expected.alerts))
     changed = sorted(i for i in set(got) & set(expected.alerts) if got[i] != expected.alerts[i])
     assert not missing and not extra and not changed, (
-        f"{context}: {len(missing)} alerts missing, {len(extra)} extra, {len(changed)} different:\n"
+        f"{context}: {len(missing)} alerts missing {Counter(expected.alerts[i][1] for i in missing)}, "
+        f"{len(extra)} extra, {len(changed)} different:\n"
         + "\n".join(f"- {expected.alerts[i]}" for i in missing[:5])
         + "\n"
         + "\n".join(f"+ {got[i]}" for i in extra[:5])
@@ -446,6 +457,137 @@ async def test_sigkilled_workers_lose_and_double_nothing(
         assert len(kills) >= 3 and rig.started == len(kills) + 1
         published = await rig.published()
         assert {v["alert_id"] for v in published} == set(expected.alerts)
+
+
+# --------------------------------------------------------------------------- 2. rebalances (and 4. disorder)
+async def partitions_of(worker: WorkerProcess) -> set[int]:
+    status = await asyncio.to_thread(worker.status)
+    return set(status["partitions"]) if status and status.get("ready") else set()
+
+
+async def wait_shared(rig: Rig, workers: list[WorkerProcess], what: str) -> None:
+    """Until `workers` are ready and own all partitions between them, each some."""
+
+    async def shared() -> bool:
+        owned = [await partitions_of(w) for w in workers]
+        union = set().union(*owned)
+        return all(owned) and union == set(range(rig.settings.partitions)) and sum(map(len, owned)) == len(union)
+
+    await rig.until(shared, 90, what)
+
+
+@pytest.mark.slow
+async def test_rebalances_while_events_flow_lose_and_double_nothing(
+    broker: str, database_url: str, rules: Ruleset, tmp_path: Path
+) -> None:
+    """Two workers share the partitions; one stops, later another starts, while events flow.
+
+    The events flow slightly out of order with 10% re-delivered (the disorder of
+    tests/unit/test_disorder.py: bounded, across clients, never past a client's
+    due time), and the result must still be the backtest of the clean history.
+    """
+    seed = chaos_seed()
+    rng = random.Random(seed)
+    async with rig_for(broker, database_url, tmp_path) as rig:
+        plan = make_plan(rig.tag, events=1200, clients=80, seed=seed % 1000, span_days=60, segment_days=5)
+        expected = backtest(plan, rules)
+        arrivals = disorder(rules, plan.records, window=timedelta(hours=6), seed=seed)
+        segment_of = [n for n, segment in enumerate(plan.segments) for _ in segment.records]
+        fed: list[list[Record]] = [[] for _ in plan.segments]
+        for arrival in arrivals:
+            fed[segment_of[arrival.index]].append(arrival.record)  # a copy travels with its original's segment
+        copies = sum(a.copy for a in arrivals)
+        assert copies > 0.07 * len(plan.records)
+        await rig.start_sink()
+        first, second = rig.start_worker(), rig.start_worker()
+        await wait_shared(rig, [first, second], "two workers to share the partitions")
+
+        stopping: list[asyncio.Task[None]] = []
+
+        async def stop_first() -> None:
+            stopping.append(asyncio.create_task(asyncio.to_thread(first.stop)))  # events keep flowing meanwhile
+
+        async def start_third() -> None:
+            rig.start_worker()
+
+        stop_at, start_at = sorted(rng.sample([n for n, r in enumerate(fed) if len(r) >= 20], 2))
+        for number, records in enumerate(fed):
+            actions: dict[int, Callable[[], Awaitable[None]]] = {}
+            if number == stop_at:
+                actions[rng.randrange(len(records) // 5, len(records) * 4 // 5)] = stop_first
+            if number == start_at:
+                actions[rng.randrange(len(records) // 5, len(records) * 4 // 5)] = start_third
+            await rig.feed(records, rate=60, actions=actions)
+            await rig.wait_committed(timeout=90)
+        await asyncio.gather(*stopping)
+        third = rig.workers[-1]
+        await wait_shared(rig, [second, third], "the second and third workers to share the partitions")
+        await rig.tick(plan.until)
+        await check_result(
+            rig, expected, f"CLIENTPULSE_CHAOS_SEED={seed}, stop in segment {stop_at}, start in {start_at}"
+        )
+        assert first.proc is not None and first.proc.returncode == 0, "the first worker stopped cleanly"
+
+
+# --------------------------------------------------------------------------- 3. the database goes away
+async def test_alerts_of_a_database_outage_are_stored_once_when_it_returns(
+    broker: str, database_url: str, rules: Ruleset, tmp_path: Path
+) -> None:
+    """PostgreSQL unreachable mid-stream: the sink says so, stores nothing, then stores every alert once.
+
+    tests/integration/test_sink.py covers the sink alone (in process, every
+    health transition); this runs the `clientpulse sink` process behind a TCP
+    proxy that is cut while a live worker keeps producing alerts.
+    """
+    target = urlsplit(database_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
+    await proxy.start()
+    try:
+        async with rig_for(broker, database_url, tmp_path, sink_db_url=_via_proxy(database_url, proxy.port)) as rig:
+            plan = make_plan(rig.tag, events=800, clients=60, seed=5, span_days=40, segment_days=5)
+            expected = backtest(plan, rules)
+            await rig.start_sink()
+            await rig.wait_ready(rig.start_worker())
+            outage = next(
+                n for n, s in enumerate(plan.segments) if n >= len(plan.segments) // 3 and len(s.records) > 30
+            )
+
+            async def cut() -> None:
+                await proxy.stop()
+
+            for number, segment in enumerate(plan.segments):
+                actions: dict[int, Callable[[], Awaitable[None]]] = {}
+                if number == outage:
+                    actions[len(segment.records) // 3] = cut
+                await rig.feed(segment.records, rate=100, actions=actions)
+                await rig.wait_committed()
+                if number != outage:
+                    continue
+
+                async def degraded() -> bool:
+                    status, body = await rig.sink_http("/healthz")
+                    return status == 200 and body.get("status") == "degraded" and body.get("store") == "down"
+
+                await rig.until(degraded, 20, "the sink to report the outage")
+                assert (await rig.sink_http("/readyz"))[0] == 503
+                assert (await rig.sink_http("/healthz"))[1]["sink"]["last_error"]
+                before = len(await rig.stored())
+                published = {a["alert_id"] for a in await rig.published()}
+                assert len(published) > before, "alerts wait in rm.alerts.v1 for the database"
+                await asyncio.sleep(1.0)
+                assert len(await rig.stored()) == before, "nothing is stored while the database is away"
+                await proxy.start()
+
+                async def healthy() -> bool:
+                    status, body = await rig.sink_http("/healthz")
+                    return status == 200 and body.get("status") == "ok"
+
+                await rig.until(healthy, 30, "the sink to recover")
+                assert (await rig.sink_http("/readyz"))[0] == 200
+            await rig.tick(plan.until)
+            await check_result(rig, expected, "database outage")
+    finally:
+        await proxy.stop()
 
 
 # --------------------------------------------------------------------------- recovery reads the whole changelog
