@@ -171,10 +171,18 @@ class Pipeline:
             table_standby_replicas=0,
             broker_session_timeout=s.session_timeout,
             broker_heartbeat_interval=max(0.5, min(3.0, s.session_timeout / 4)),
-            broker_commit_interval=1.0,
-            consumer_auto_offset_reset="earliest",
+            # Delivery is at least once (RELIABILITY.md): a batch's alerts and dead letters are acknowledged
+            # by all in-sync replicas (acks=-1) before its state is written; the producer is flushed before
+            # input offsets are committed; offsets are committed only for processed batches (every second or
+            # 10,000 messages), never for a failed one (_agent). Messages not committed come again after a
+            # crash or rebalance: repeats of applied event ids are counted and ignored, re-sent alerts keep
+            # their alert_id and are stored once.
             processing_guarantee="at_least_once",
             producer_acks=-1,
+            broker_commit_interval=1.0,
+            broker_commit_every=10_000,
+            stream_wait_empty=True,
+            consumer_auto_offset_reset="earliest",
             producer_linger_ms=1,
             producer_max_batch_size=256 * 1024,
             stream_buffer_maxsize=max(4096, s.batch_size * 4),
