@@ -23,7 +23,7 @@ partition's states as one batch: recovery stopped short and a restarted or
 rebalanced worker went on from stale client state although the input offsets of
 the lost updates were committed. A Fetch response's high watermark is right on
 those brokers, so each listed end offset is checked by fetching from just
-before it (on Kafka the two agree; the check costs one small fetch).
+before it (on Kafka the two agree; the check costs one small fetch per recovery).
 
 All depend on faust-streaming internals; pyproject pins the 0.15 series.
 """
@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
+from faust.tables.recovery import Recovery
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from mode.services import WaitResults
@@ -128,15 +130,27 @@ async def fetched_end_offsets(
     return ends
 
 
-_highwaters = faust_aiokafka.AIOKafkaConsumerThread._highwaters
+_build_highwaters = Recovery._build_highwaters
 
 
-async def _highwaters_checked(self: faust_aiokafka.AIOKafkaConsumerThread, partitions: list[TP]) -> Mapping[TP, int]:
-    listed = await _highwaters(self, partitions)
-    if self.consumer.in_transaction:
-        return listed
-    servers = faust_aiokafka.server_list(self.transport.url, self.transport.default_port)  # type: ignore[attr-defined]
-    return await fetched_end_offsets(servers, listed)  # type: ignore[return-value]
+async def _build_highwaters_checked(
+    self: Recovery, consumer: Any, tps: set[TP], destination: Counter[TP], title: str
+) -> None:
+    """Recovery's end offsets (kept as the last offset to read), each checked by a fetch."""
+    await _build_highwaters(self, consumer, tps, destination, title)
+    listed = {tp: destination[tp] + 1 for tp in tps if destination.get(tp) is not None and destination[tp] >= 0}
+    if not listed:
+        return
+    ends = await fetched_end_offsets(faust_aiokafka.server_list(self.app.conf.broker, 9092), listed)
+    corrected = {tp: end for tp, end in ends.items() if end is not None and end != listed[tp]}
+    for tp, end in corrected.items():
+        destination[tp] = end - 1
+    if corrected:
+        log.info(
+            "%s changelog end offsets corrected by fetch: %s",
+            title,
+            ", ".join(f"{tp.topic}[{tp.partition}] {listed[tp]} -> {end}" for tp, end in sorted(corrected.items())),
+        )
 
 
 def install(fetch_max_wait_ms: int) -> None:
@@ -147,4 +161,4 @@ def install(fetch_max_wait_ms: int) -> None:
     faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = (  # type: ignore[method-assign]
         _create_worker_consumer_with_fetch_wait
     )
-    faust_aiokafka.AIOKafkaConsumerThread._highwaters = _highwaters_checked  # type: ignore[method-assign]
+    Recovery._build_highwaters = _build_highwaters_checked  # type: ignore[method-assign]

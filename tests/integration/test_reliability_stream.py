@@ -166,6 +166,8 @@ class Rig:
     sink: subprocess.Popen[bytes] | None = None
     sink_port: int = 0
     sent: Counter[str] = field(default_factory=Counter)
+    produced: dict[TopicPartition, int] = field(default_factory=dict)
+    """The end offset of each input partition after the last `feed`."""
     producer: AIOKafkaProducer | None = None
     probe: AIOKafkaConsumer | None = None
     started: int = 0
@@ -270,15 +272,18 @@ class Rig:
         assert self.producer is not None
         actions = actions or {}
         started = time.monotonic()
+        futures = []
         for i, (topic, key, value) in enumerate(records):
             if i in actions:
                 await actions[i]()
-            await self.producer.send(self.settings.topic(topic), orjson.dumps(value), key=key.encode())
+            futures.append(await self.producer.send(self.settings.topic(topic), orjson.dumps(value), key=key.encode()))
             self.sent[self.settings.topic(topic)] += 1
             ahead = started + (i + 1) / rate - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
-        await self.producer.flush()
+        for future in futures:
+            metadata = await future
+            self.produced[TopicPartition(metadata.topic, metadata.partition)] = metadata.offset + 1
 
     async def committed(self, topic: str) -> int:
         assert self.probe is not None
@@ -297,7 +302,17 @@ class Rig:
                     return False
             return True
 
-        await self.until(done, timeout, f"the workers to commit {dict(self.sent)}")
+        try:
+            await self.until(done, timeout, "the workers to commit")
+        except AssertionError as exc:
+            assert self.probe is not None
+            behind = {}
+            for topic in self.sent:
+                for partition in range(self.settings.partitions):
+                    tp = TopicPartition(topic, partition)
+                    behind[f"{topic}/{partition}"] = (await self.probe.committed(tp), self.produced.get(tp))
+            statuses = [await asyncio.to_thread(w.status) for w in self.live_workers()]
+            raise AssertionError(f"committed vs produced {behind}; workers {statuses}\n{exc}") from None
 
     async def tick(self, now: datetime) -> None:
         assert self.producer is not None
