@@ -50,10 +50,9 @@ DESCRIPTIONS: dict[str, str] = {
     "seen per partition (replays, tests).",
     "tick_seconds": "How often each worker sends a clock tick to its partitions (dormancy, overdue contact, "
     "maturity sweeps).",
-    "batch_size": "Most input messages a worker processes as one batch.",
+    "batch_size": "Most input messages a worker processes as one batch (it takes what has been fetched, up to this many).",
     "fetch_max_wait_ms": "Longest time, in ms, the broker may hold a worker's fetch when no data is ready; "
     "an upper bound on the latency it adds.",
-    "batch_within": "Longest wait, in seconds, to fill a batch.",
     "state_cache_size": "Decoded states of the most recently active clients a worker keeps in memory "
     "(the table keeps every client's state as bytes either way).",
     "store": "Faust table store: `memory`, rebuilt from the changelog at start (the only store supported).",

@@ -187,16 +187,14 @@ class _Worker:
 
 
 def _drain(worker: _Worker, expected: int, timeout: float) -> float:
-    first_at = 0.0
-    first_count = 0
+    """Events/s from the start of the worker's first batch to the end of its last, by the worker's own clock."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        done = worker.processed()
-        if done and not first_at:
-            first_at, first_count = time.perf_counter(), done
+        status = _status(worker.port)
+        done = int(status.get("processed", 0))
         if done >= expected:
-            elapsed = time.perf_counter() - first_at
-            return (done - first_count) / elapsed if elapsed > 0 else 0.0
+            span = float(status["busy_until"]) - float(status["busy_from"])
+            return done / span if span > 0 else float("nan")
         time.sleep(0.05)
     raise RuntimeError(f"worker processed {worker.processed()} of {expected} within {timeout:.0f}s")
 

@@ -31,7 +31,6 @@ class Settings(BaseSettings):
     tick_seconds: float = Field(5.0, validation_alias=_env("CLIENTPULSE_TICK_SECONDS"), gt=0, le=3600)
     batch_size: int = Field(5000, validation_alias=_env("CLIENTPULSE_BATCH_SIZE"), ge=1, le=100_000)
     fetch_max_wait_ms: int = Field(50, validation_alias=_env("CLIENTPULSE_FETCH_MAX_WAIT_MS"), ge=1, le=5000)
-    batch_within: float = Field(0.05, validation_alias=_env("CLIENTPULSE_BATCH_WITHIN"), gt=0, le=10)
     state_cache_size: int = Field(100_000, validation_alias=_env("CLIENTPULSE_STATE_CACHE_SIZE"), ge=0, le=10_000_000)
     store: Literal["memory"] = Field("memory", validation_alias=_env("CLIENTPULSE_STORE"))
     data_dir: Path = Field(Path("./clientpulse-data"), validation_alias=_env("CLIENTPULSE_DATA_DIR"))

@@ -1,13 +1,14 @@
 """The Faust worker: input topics -> decode/validate -> rules -> state table + alerts.
 
 One agent owns the client state. It consumes the three input topics and the
-clock-tick topic (all co-partitioned by client), takes them in batches, applies
-the rule functions of `handlers.engine`, publishes alerts and dead letters,
-waits for the broker to acknowledge them, and only then writes each touched
-client's state once to the table (one changelog record per client per batch).
-Offsets are committed after the batch, so a crash replays the batch: the state
-either already holds its event ids (and drops them as repeats) or it does not
-(and re-applies them, producing alerts with the same ids). Nothing is lost.
+clock-tick topic (all co-partitioned by client), takes them in batches of whole
+fetches (streams/inbox.py), applies the rule functions of `handlers.engine`,
+publishes alerts and dead letters, waits for the broker to acknowledge them,
+and only then writes each touched client's state once to the table (one
+changelog record per client per batch). Offsets are committed after the
+batch, so a crash replays the batch: the state either already holds its event
+ids (and drops them as repeats) or it does not (and re-applies them, producing
+alerts with the same ids). Nothing is lost.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 import faust
 import mode
 import orjson
-from faust.types import TP, EventT
+from faust.types import TP, EventT, Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handlers import engine
@@ -36,6 +37,7 @@ from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
 from schemas.rules import TIERS
 from streams import faust_tuning, metrics
+from streams.inbox import Inbox, InboxApp
 from streams.settings import Settings
 
 log = logging.getLogger("clientpulse.worker")
@@ -129,6 +131,8 @@ class Pipeline:
         self.rules = rules
         self.app = self._create_app()
         self.input_topic = self._raw_topic(*settings.input_topics, settings.ticks_topic)
+        self.inbox = Inbox((*settings.input_topics, settings.ticks_topic), self.app.flow_control)
+        self.app.inbox = self.inbox
         self.ticks_topic = self._raw_topic(settings.ticks_topic)
         self.states = self._table(STATE_TABLE, "Per-client rule state")
         self.clock_table = self._table(CLOCK_TABLE, "Per-partition event-time watermark")
@@ -141,6 +145,9 @@ class Pipeline:
         self.clocks = PartitionClocks()
         self.tier_counts: dict[int, Counter[str]] = defaultdict(Counter)
         self.processed = 0
+        self.busy_from: float | None = None
+        """Wall time the first batch with input started, and the last one ended: the throughput span."""
+        self.busy_until: float | None = None
         self.ready = False
         self._snapshot_due: set[str] = set()
         # A batch that fails stops the worker (exit 1) instead of restarting the agent in place:
@@ -156,11 +163,11 @@ class Pipeline:
         self._add_views()
 
     # ----------------------------------------------------------------- set-up
-    def _create_app(self) -> faust.App:
+    def _create_app(self) -> InboxApp:
         s = self.settings
         faust_tuning.install(s.fetch_max_wait_ms)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
-        return faust.App(
+        return InboxApp(
             s.app_id,
             broker=brokers,
             store=f"{s.store}://",
@@ -271,23 +278,28 @@ class Pipeline:
 
     # ---------------------------------------------------------------- stream
     async def _agent(self, stream: Any) -> None:
-        async for events in stream.take_events(self.settings.batch_size, within=self.settings.batch_within):
+        """Process the inbox's fetches in batches; the agent's stream only subscribes Faust to the topics."""
+        app, inbox, batch_size = self.app, self.inbox, self.settings.batch_size
+        while True:
+            messages = await inbox.take(app, batch_size)
             try:
-                await self.process_batch(events)
+                await self.process_batch(messages)
             except BaseException:
-                _withhold(events)
+                _withhold(messages)
                 raise
+            inbox.ack(app, messages)
 
-    async def process_batch(self, events: Sequence[EventT]) -> None:
+    async def process_batch(self, messages: Sequence[Message]) -> None:
         try:
-            await self._process_batch(events)
+            await self._process_batch(messages)
         except BaseException:
             # Cached states may hold changes that never reached the changelog.
             self._cache.clear()
             raise
 
-    async def _process_batch(self, events: Sequence[EventT]) -> None:
+    async def _process_batch(self, messages: Sequence[Message]) -> None:
         started = time.perf_counter()
+        started_at = time.time()
         if self._recovered:
             self._after_recovery()
         received_at = datetime.now(UTC)
@@ -302,16 +314,15 @@ class Pipeline:
         rules = self.rules
         observe_lag = metrics.EVENT_LAG_SECONDS.observe
 
-        for event in events:
-            msg = event.message
+        for msg in messages:
             topic = msg.topic
             partition = msg.partition
             if topic == ticks_topic:
-                ticks[partition] = max(ticks.get(partition, 0), _tick_time(event.value))
+                ticks[partition] = max(ticks.get(partition, 0), _tick_time(msg.value))
                 continue
             counts.consumed[topic] += 1
-            key = _as_bytes(event.key)
-            raw = _as_bytes(event.value)
+            key = _as_bytes(msg.key)
+            raw = _as_bytes(msg.value)
             kind = kind_of_topic(topic)
             decoded = decode(kind, key, raw, rules) if kind else Rejection("unknown_topic", "unknown topic")
             if isinstance(decoded, Rejection):
@@ -347,8 +358,13 @@ class Pipeline:
         await self._publish(alerts, letters)
         await self._write_states(touched)
         counts.publish()
-        self.processed += sum(counts.consumed.values())
-        metrics.BATCH_SIZE.observe(len(events))
+        consumed = sum(counts.consumed.values())
+        if consumed:
+            self.processed += consumed
+            if self.busy_from is None:
+                self.busy_from = started_at
+            self.busy_until = time.time()
+        metrics.BATCH_SIZE.observe(len(messages))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
     def _load(self, client_id: str, partition: int) -> _Touched:
@@ -464,6 +480,8 @@ class Pipeline:
         return {
             "ready": self.ready,
             "processed": self.processed,
+            "busy_from": self.busy_from,
+            "busy_until": self.busy_until,
             "partitions": assigned,
             "clients_by_tier": dict(sum(self.tier_counts.values(), Counter())),
             "due_index": {str(p): len(i) for p, i in self.indexes.items()},
@@ -535,16 +553,16 @@ def _committed(app: faust.App, tp: TP) -> int | None:
     return None if offset is None else int(offset)
 
 
-def _withhold(events: Sequence[EventT]) -> None:
+def _withhold(messages: Sequence[Message]) -> None:
     """Keep the offsets of a batch that failed or was cancelled from being committed (at-least-once).
 
-    Faust's take_events acks every event of a batch when the batch ends, even
-    by an exception or a cancellation, and acked offsets are committed. An
-    event already marked acked is skipped there, so its offset never becomes
-    committable: the batch is read again after a restart or a rebalance.
+    The messages are marked acked without telling the consumer, so their
+    offsets never become committable, and a stopping worker does not wait for
+    them (it waits for tracked messages that are not marked acked): the batch
+    is read again after a restart or a rebalance.
     """
-    for event in events:
-        event.message.acked = True
+    for message in messages:
+        message.acked = True
 
 
 def _tick_time(value: Any) -> int:

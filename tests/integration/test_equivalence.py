@@ -224,7 +224,7 @@ def test_worker_and_backtest_give_the_same_alerts(broker: str, rules: Ruleset, t
     assert sum(len(p) for p in plan.phases) == len(records)
 
     prefix = unique_prefix()
-    settings = make_settings(broker, prefix, tick_seconds=3600, batch_within=0.01)
+    settings = make_settings(broker, prefix, tick_seconds=3600)
     asyncio.run(ensure_topics(settings))
     worker = new_worker(settings, tmp_path, CLIENTPULSE_CLOCK="event").start()
     try:

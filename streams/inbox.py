@@ -1,0 +1,194 @@
+"""Whole fetches for the agent: the worker's topics bypass Faust's per-message dispatch.
+
+Faust hands every fetched message to its stream one at a time: a task race
+(`wait_first`: four tasks and an `asyncio.wait`) to put it on the topic's
+queue, then the stream's iterator with its sensors and context variables to
+take it off again. Here that costs about 200 µs per message, more than the
+rules themselves. The worker needs none of it: it processes batches and
+writes its state and changelog itself.
+
+`InboxConsumer` therefore puts the messages of the inbox's topics, a whole
+fetch at a time, on one bounded queue (`Inbox`) and leaves every other topic
+(table changelogs during recovery) to Faust's own path. What Faust guarantees
+per message is kept per message:
+
+- the same order as Faust's consumer (its round-robin over partitions), the
+  same read-offset and gap bookkeeping, the same commit-every check;
+- a message is *tracked* when the agent takes it and *acked* when its batch is
+  done, so commits cover processed messages only, and a rebalance
+  (`stream_wait_empty`) waits for the batch in hand;
+- the queue is flow-controlled like Faust's: a rebalance suspends it and clears
+  it, a put blocked on a full queue gives way to the rebalance, and the agent
+  drops messages of an older consumer generation (they are fetched again from
+  the committed offsets).
+
+Depends on faust-streaming internals; pyproject pins the 0.15 series.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any, cast
+
+import faust
+from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP, Message
+from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+
+class Inbox:
+    """The bounded queue of fetched message lists for the inbox topics."""
+
+    def __init__(self, topics: Iterable[str], flow_control: FlowControlEvent, max_fetches: int = 4) -> None:
+        self.topics = frozenset(topics)
+        self.queue: FlowControlQueue[list[Message]] = FlowControlQueue(
+            maxsize=max_fetches, flow_control=flow_control, clear_on_resume=True
+        )
+
+    async def take(self, app: faust.App, max_messages: int) -> list[Message]:
+        """Wait for the next fetch, add those already waiting (up to `max_messages`) and track them.
+
+        Messages of an older consumer generation, or taken while a rebalance has
+        flow suspended, are dropped: they are fetched again from the committed offsets.
+        """
+        queue = self.queue
+        while True:
+            messages = list(await queue.get())
+            while len(messages) < max_messages and not queue.empty():
+                messages.extend(queue.get_nowait())
+            if not app.flow_control.is_active():
+                continue
+            generation = app.consumer_generation_id
+            fresh = [m for m in messages if m.generation_id == generation]
+            if fresh:
+                track = app.consumer.track_message
+                for message in fresh:
+                    message.tracked = True
+                    track(message)
+                return fresh
+
+    @staticmethod
+    def ack(app: faust.App, messages: Iterable[Message]) -> None:
+        """Mark processed messages acked: their offsets may now be committed."""
+        ack = app.consumer.ack
+        for message in messages:
+            ack(message)
+
+
+class InboxConsumer(faust_aiokafka.Consumer):
+    """Faust's aiokafka consumer with the inbox topics delivered in whole fetches."""
+
+    inbox: Inbox | None = None
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by the broker tests
+        # Follows faust.transport.consumer.Consumer._drain_messages and .getmany
+        # (faust-streaming 0.15); the inbox topics skip the per-message callback.
+        inbox = self.inbox
+        inbox_topics = inbox.topics if inbox is not None else frozenset()
+        callback = self.callback
+        consumer_should_stop = self._stopped.is_set
+        fetcher_should_stop = fetcher._stopped.is_set
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        set_flag = self.diag.set_flag
+        unset_flag = self.diag.unset_flag
+        commit_every = self._commit_every
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        to_message = self._to_message
+        track_end_offset = self.app.monitor.track_tp_end_offset
+
+        try:
+            while not (consumer_should_stop() or fetcher_should_stop()):
+                set_flag(CONSUMER_FETCHING)
+                records, active = await self._wait_next_records(1.0)
+                await self.sleep(0)
+                if records is None or self.should_stop:
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                if not self.flow_active:
+                    # A rebalance is under way: go back to the committed offsets (it may race the
+                    # assignment; the rebalance seeks again).
+                    try:
+                        await self.perform_seek()
+                    except Exception as exc:
+                        self.log.warning("exception performing seek when flow not active %r", exc)
+                    unset_flag(CONSUMER_FETCHING)
+                    continue
+                generation = self.app.consumer_generation_id
+                buffered = self._buffered_partitions
+                fetched: list[Message] = []
+                seen: set[TP] = set()
+                since_yield = 0
+                for tp, record in self.scheduler.iterate(records):
+                    if not self.flow_active or self.app.consumer_generation_id != generation:
+                        break
+                    if not (active is None or tp in active or tp in buffered):
+                        continue
+                    if tp not in seen:
+                        seen.add(tp)
+                        track_end_offset(tp, self.highwater(tp))
+                    message = to_message(tp, record)
+                    offset = message.offset
+                    r_offset = get_read_offset(tp)
+                    if r_offset is not None and offset < r_offset:
+                        continue
+                    gap = offset - (r_offset or 0)
+                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if message.topic in inbox_topics:
+                        fetched.append(message)
+                    else:
+                        since_yield += 1
+                        if since_yield > 100:
+                            await asyncio.sleep(0)
+                            since_yield = 0
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    set_read_offset(tp, offset)
+                if fetched and inbox is not None:
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    queue = inbox.queue
+                    if queue.full() or not self.app.flow_control.is_active():
+                        await self.wait_first(queue.put(fetched), self.suspend_flow.wait())
+                    else:
+                        queue.put_nowait(fetched)
+                unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                self.log.info("Broker stopped consumer, shutting down...")
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                self.log.info("Consumer shutting down for user cancel.")
+                return
+            raise
+        except Exception as exc:
+            self.log.exception("Drain messages raised: %r", exc)
+            raise
+        finally:
+            unset_flag(CONSUMER_FETCHING)
+
+
+class InboxApp(faust.App):
+    """A Faust app whose consumer delivers `inbox`'s topics in whole fetches."""
+
+    inbox: Inbox | None = None
+
+    def _new_consumer(self) -> Any:
+        consumer = InboxConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=cast(Any, self.transport).loop,
+        )
+        consumer.inbox = self.inbox
+        return consumer

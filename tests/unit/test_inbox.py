@@ -1,0 +1,104 @@
+"""The inbox hands the agent whole fetches, tracked, and drops what a rebalance made stale."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from mode.utils.queues import FlowControlEvent
+
+from streams.inbox import Inbox
+
+
+@dataclass(eq=False)
+class _Message:
+    offset: int
+    generation_id: int
+    tracked: bool = False
+    acked: bool = False
+
+
+@dataclass
+class _Consumer:
+    tracked: list[int] = field(default_factory=list)
+    acked: list[int] = field(default_factory=list)
+
+    def track_message(self, message: _Message) -> None:
+        self.tracked.append(message.offset)
+
+    def ack(self, message: _Message) -> None:
+        message.acked = True
+        self.acked.append(message.offset)
+
+
+@dataclass
+class _App:
+    flow_control: FlowControlEvent
+    consumer: _Consumer = field(default_factory=_Consumer)
+    consumer_generation_id: int = 1
+
+
+def _setup(max_fetches: int = 4) -> tuple[_App, Inbox]:
+    flow = FlowControlEvent()
+    flow.resume()
+    app = _App(flow)
+    return app, Inbox(["t"], flow, max_fetches=max_fetches)
+
+
+def _fetch(offsets: range, generation: int = 1) -> list[Any]:
+    return [_Message(o, generation) for o in offsets]
+
+
+async def test_waiting_fetches_are_joined_up_to_the_batch_size_and_tracked() -> None:
+    app, inbox = _setup()
+    for start in (0, 3, 6):
+        inbox.queue.put_nowait(_fetch(range(start, start + 3)))
+    first = await inbox.take(app, max_messages=5)
+    assert [m.offset for m in first] == [0, 1, 2, 3, 4, 5]
+    assert all(m.tracked for m in first) and app.consumer.tracked == [0, 1, 2, 3, 4, 5]
+    second = await inbox.take(app, max_messages=5)
+    assert [m.offset for m in second] == [6, 7, 8]
+    Inbox.ack(app, first)
+    assert app.consumer.acked == [0, 1, 2, 3, 4, 5] and not any(m.acked for m in second)
+
+
+async def test_messages_of_an_older_generation_are_dropped_untracked() -> None:
+    app, inbox = _setup()
+    stale = _fetch(range(0, 3), generation=1)
+    inbox.queue.put_nowait(stale)
+    app.consumer_generation_id = 2
+    inbox.queue.put_nowait(_fetch(range(0, 2), generation=2))
+    taken = await inbox.take(app, max_messages=100)
+    assert [(m.offset, m.generation_id) for m in taken] == [(0, 2), (1, 2)]
+    assert not any(m.tracked for m in stale) and app.consumer.tracked == [0, 1]
+
+
+async def test_a_rebalance_clears_the_queue_and_take_waits_for_the_next_fetch() -> None:
+    app, inbox = _setup()
+    inbox.queue.put_nowait(_fetch(range(0, 3)))
+    app.flow_control.suspend()
+    app.flow_control.clear()  # what Faust does when partitions are revoked
+    assert inbox.queue.empty()
+    waiting = asyncio.ensure_future(inbox.take(app, max_messages=100))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()
+    app.flow_control.resume()
+    app.consumer_generation_id = 2
+    await inbox.queue.put(_fetch(range(0, 1), generation=2))
+    taken = await asyncio.wait_for(waiting, 1)
+    assert [m.offset for m in taken] == [0] and app.consumer.tracked == [0]
+
+
+async def test_a_fetch_taken_while_flow_is_suspended_is_dropped() -> None:
+    app, inbox = _setup()
+    inbox.queue.put_nowait(_fetch(range(0, 3)))
+    app.flow_control.suspend()
+    waiting = asyncio.ensure_future(inbox.take(app, max_messages=100))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and inbox.queue.empty() and app.consumer.tracked == []
+    app.flow_control.resume()
+    inbox.queue.put_nowait(_fetch(range(3, 4)))
+    taken = await asyncio.wait_for(waiting, 1)
+    assert [m.offset for m in taken] == [3]
+    waiting.cancel()
