@@ -54,6 +54,8 @@ class Figures:
     latency_samples: int = 0
     worker_peak_rss_mib: float = 0.0
     recovery_s: float = 0.0
+    recovery_records: int = 0
+    restart_to_ready_s: float = 0.0
     alerts_backtest: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -72,7 +74,11 @@ class Figures:
                 f"p99 {self.latency_p99_ms:.0f} ms ({self.latency_samples} alerts)",
             ),
             ("worker peak RSS", f"{self.worker_peak_rss_mib:,.0f} MiB"),
-            ("state recovery after restart", f"{self.recovery_s:.1f} s"),
+            (
+                "state recovery after restart",
+                f"{self.recovery_s:.1f} s for {self.recovery_records:,} changelog records "
+                f"(ready {self.restart_to_ready_s:.1f} s after start, with the group rejoin)",
+            ),
         ]
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -319,9 +325,12 @@ def run_bench(args: argparse.Namespace) -> int:
         figures.worker_peak_rss_mib = _peak_rss_mib(worker.proc.pid)
         worker.stop()
         restarted = _Worker(env, workdir / "worker-restart.log")
-        # A restart rejoins the group; the embedded broker keeps old members until the session times out.
-        figures.recovery_s = restarted.start()
-        figures.notes.append("recovery time includes the consumer-group rejoin")
+        # A restart rejoins the group; the embedded broker keeps old members until the session times out,
+        # so time to ready is reported apart from the recovery itself (the worker's own measure).
+        figures.restart_to_ready_s = restarted.start()
+        recovery = _status(restarted.port).get("recovery") or {}
+        figures.recovery_s = float(recovery.get("seconds") or 0.0)
+        figures.recovery_records = int(recovery.get("records") or 0)
         restarted.stop()
 
         # Latency is measured live: a fresh worker on fresh topics with the wall clock, as in production.

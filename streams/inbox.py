@@ -8,9 +8,10 @@ rules themselves. The worker needs none of it: it processes batches and
 writes its state and changelog itself.
 
 `InboxConsumer` therefore puts the messages of the inbox's topics, a whole
-fetch at a time, on one bounded queue (`Inbox`) and leaves every other topic
-(table changelogs during recovery) to Faust's own path. What Faust guarantees
-per message is kept per message:
+fetch at a time, on one bounded queue (`Inbox`); table changelogs read during
+recovery go the same way to the recovery queue (streams/recovery.py), and any
+other topic takes Faust's own path. What Faust guarantees per message is kept
+per message:
 
 - the same order as Faust's consumer (its round-robin over partitions), the
   same read-offset and gap bookkeeping, the same commit-every check;
@@ -36,6 +37,8 @@ from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP, Message
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
+
+from streams.recovery import FetchTableManager
 
 
 class Inbox:
@@ -118,7 +121,10 @@ class InboxConsumer(faust_aiokafka.Consumer):
                     continue
                 generation = self.app.consumer_generation_id
                 buffered = self._buffered_partitions
+                tables = self.app.tables if isinstance(self.app.tables, FetchTableManager) else None
+                changelogs = tables.changelog_channels() if tables is not None else {}
                 fetched: list[Message] = []
+                recovered: list[Any] = []
                 seen: set[TP] = set()
                 since_yield = 0
                 for tp, record in self.scheduler.iterate(records):
@@ -139,6 +145,8 @@ class InboxConsumer(faust_aiokafka.Consumer):
                         await self._add_gap(tp, r_offset + 1, offset)
                     if message.topic in inbox_topics:
                         fetched.append(message)
+                    elif message.topic in changelogs:
+                        recovered.append(await changelogs[message.topic].decode(message, propagate=True))
                     else:
                         since_yield += 1
                         if since_yield > 100:
@@ -149,15 +157,13 @@ class InboxConsumer(faust_aiokafka.Consumer):
                             await self.commit()
                         await self.wait_first(callback(message), self.suspend_flow.wait())
                     set_read_offset(tp, offset)
+                if recovered and tables is not None:
+                    await self._hand_over(tables.changelog_queue, recovered)
                 if fetched and inbox is not None:
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
                         await self.commit()
-                    queue = inbox.queue
-                    if queue.full() or not self.app.flow_control.is_active():
-                        await self.wait_first(queue.put(fetched), self.suspend_flow.wait())
-                    else:
-                        queue.put_nowait(fetched)
+                    await self._hand_over(inbox.queue, fetched)
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -175,11 +181,22 @@ class InboxConsumer(faust_aiokafka.Consumer):
         finally:
             unset_flag(CONSUMER_FETCHING)
 
+    async def _hand_over(self, queue: Any, items: list[Any]) -> None:
+        """Queue one fetch; waiting for room gives way to a rebalance (which drops the fetch)."""
+        if queue.full() or not self.app.flow_control.is_active():
+            await self.wait_first(queue.put(items), self.suspend_flow.wait())
+        else:
+            queue.put_nowait(items)
+
 
 class InboxApp(faust.App):
-    """A Faust app whose consumer delivers `inbox`'s topics in whole fetches."""
+    """A Faust app whose consumer delivers `inbox`'s topics, and table changelogs, in whole fetches."""
 
     inbox: Inbox | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("TableManager", FetchTableManager)
+        super().__init__(*args, **kwargs)
 
     def _new_consumer(self) -> Any:
         consumer = InboxConsumer(

@@ -38,6 +38,7 @@ from handlers.timeutil import to_us, wall_us
 from schemas.rules import TIERS
 from streams import faust_tuning, metrics
 from streams.inbox import Inbox, InboxApp
+from streams.recovery import FetchRecovery
 from streams.settings import Settings
 
 log = logging.getLogger("clientpulse.worker")
@@ -482,12 +483,19 @@ class Pipeline:
             "processed": self.processed,
             "busy_from": self.busy_from,
             "busy_until": self.busy_until,
+            "recovery": self._recovery_status(),
             "partitions": assigned,
             "clients_by_tier": dict(sum(self.tier_counts.values(), Counter())),
             "due_index": {str(p): len(i) for p, i in self.indexes.items()},
             "clock": self.settings.clock,
             "rule_version": self.rules.rule_version,
         }
+
+    def _recovery_status(self) -> dict[str, Any]:
+        recovery = getattr(self.app.tables, "recovery", None)
+        if not isinstance(recovery, FetchRecovery):
+            return {}
+        return {"seconds": recovery.last_seconds, "records": recovery.last_records}
 
     # ----------------------------------------------------------------- timers
     async def _tick(self) -> None:

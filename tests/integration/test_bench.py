@@ -51,9 +51,13 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
         "stream_events_per_s",
         "worker_peak_rss_mib",
         "recovery_s",
+        "recovery_records",
+        "restart_to_ready_s",
         "stream_time_to_ready_s",
     ):
         assert figures[name] > 0, name
+    assert figures["recovery_records"] >= figures["clients"], "every client's state is read back"
+    assert figures["restart_to_ready_s"] >= figures["recovery_s"]
     assert figures["latency_samples"] > 10
     assert 0 < figures["latency_p50_ms"] <= figures["latency_p95_ms"] <= figures["latency_p99_ms"]
     assert figures["alerts_backtest"] > 0
