@@ -11,6 +11,7 @@ import orjson
 from handlers.replay import Replay
 from handlers.ruleset import RulesError, load_rules
 from handlers.timeutil import iso
+from streams.gc_tuning import tune_gc
 from streams.settings import load_settings
 
 
@@ -27,6 +28,7 @@ def run_backtest(
     except OSError as exc:
         print(f"clientpulse: cannot read {events}: {exc.strerror}", file=sys.stderr)
         return 2
+    tune_gc()
     replay = Replay(rules)
     sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
     try:

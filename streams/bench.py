@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-u
 from handlers.replay import Replay
 from handlers.ruleset import load_rules
 from streams.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
+from streams.gc_tuning import tune_gc
 from streams.settings import ENV_NAMES, Settings, load_settings
 from streams.synthetic import SyntheticBank, history
 from streams.topics import ensure_topics
@@ -140,6 +141,7 @@ async def _raw_consume(bootstrap: str, topics: list[str], expected: int) -> floa
 
 
 def _backtest(records: list[tuple[str, bytes, bytes]]) -> tuple[float, int]:
+    tune_gc()  # as `clientpulse backtest` runs
     replay = Replay(load_rules(load_settings().rules_path))
     started = time.perf_counter()
     alerts = 0

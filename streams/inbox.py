@@ -13,7 +13,8 @@ recovery go the same way to the recovery queue (streams/recovery.py), and any
 other topic takes Faust's own path. What Faust guarantees per message is kept
 per message:
 
-- the same order as Faust's consumer (its round-robin over partitions), the
+- Faust's delivery order: each partition's messages in offset order, one
+  message of each topic, and of each partition within a topic, in turn; the
   same read-offset and gap bookkeeping, the same commit-every check;
 - a message is *tracked* when the agent takes it and *acked* when its batch is
   done, so commits cover processed messages only, and a rebalance
@@ -29,16 +30,27 @@ Depends on faust-streaming internals; pyproject pins the 0.15 series.
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from collections.abc import Iterable
+from itertools import zip_longest
 from typing import Any, cast
 
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP, Message
+from faust.types import Message
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
 from streams.recovery import FetchTableManager
+
+_NOTHING: Any = object()
+
+
+def round_robin(lists: list[list[Any]]) -> list[Any]:
+    """One item of each list in turn (Faust's delivery order across topics and partitions)."""
+    if len(lists) <= 1:
+        return lists[0] if lists else []
+    return [item for row in zip_longest(*lists, fillvalue=_NOTHING) for item in row if item is not _NOTHING]
 
 
 class Inbox:
@@ -123,40 +135,46 @@ class InboxConsumer(faust_aiokafka.Consumer):
                 buffered = self._buffered_partitions
                 tables = self.app.tables if isinstance(self.app.tables, FetchTableManager) else None
                 changelogs = tables.changelog_channels() if tables is not None else {}
-                fetched: list[Message] = []
+                by_topic: dict[str, list[list[Message]]] = defaultdict(list)
                 recovered: list[Any] = []
-                seen: set[TP] = set()
                 since_yield = 0
-                for tp, record in self.scheduler.iterate(records):
+                for tp, tp_records in records.items():
                     if not self.flow_active or self.app.consumer_generation_id != generation:
                         break
                     if not (active is None or tp in active or tp in buffered):
                         continue
-                    if tp not in seen:
-                        seen.add(tp)
-                        track_end_offset(tp, self.highwater(tp))
-                    message = to_message(tp, record)
-                    offset = message.offset
+                    track_end_offset(tp, self.highwater(tp))
+                    topic = tp.topic
+                    to_inbox = topic in inbox_topics
+                    channel = changelogs.get(topic)
+                    gaps_matter = acks_enabled_for(topic)
+                    kept: list[Message] = []
                     r_offset = get_read_offset(tp)
-                    if r_offset is not None and offset < r_offset:
-                        continue
-                    gap = offset - (r_offset or 0)
-                    if gap > 1 and r_offset and acks_enabled_for(message.topic):
-                        await self._add_gap(tp, r_offset + 1, offset)
-                    if message.topic in inbox_topics:
-                        fetched.append(message)
-                    elif message.topic in changelogs:
-                        recovered.append(await changelogs[message.topic].decode(message, propagate=True))
-                    else:
-                        since_yield += 1
-                        if since_yield > 100:
-                            await asyncio.sleep(0)
-                            since_yield = 0
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        await self.wait_first(callback(message), self.suspend_flow.wait())
-                    set_read_offset(tp, offset)
+                    for record in tp_records:
+                        offset = record.offset
+                        if r_offset is not None and offset < r_offset:
+                            continue
+                        if gaps_matter and r_offset and offset - r_offset > 1:
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        message = to_message(tp, record)
+                        if to_inbox:
+                            kept.append(message)
+                        elif channel is not None:
+                            recovered.append(await channel.decode(message, propagate=True))
+                        else:
+                            since_yield += 1
+                            if since_yield > 100:
+                                await asyncio.sleep(0)
+                                since_yield = 0
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            await self.wait_first(callback(message), self.suspend_flow.wait())
+                        r_offset = offset
+                        set_read_offset(tp, offset)
+                    if kept:
+                        by_topic[topic].append(kept)
+                fetched = round_robin([round_robin(lists) for lists in by_topic.values()])
                 if recovered and tables is not None:
                     await self._hand_over(tables.changelog_queue, recovered)
                 if fetched and inbox is not None:

@@ -9,6 +9,7 @@ import faust
 
 from handlers.ruleset import Ruleset
 from streams import __version__, metrics
+from streams.gc_tuning import tune_gc
 from streams.settings import Settings
 from streams.topics import ensure_topics
 from streams.worker import Pipeline
@@ -18,6 +19,7 @@ log = logging.getLogger("clientpulse")
 
 def run_worker(settings: Settings, rules: Ruleset) -> int:
     """Run until SIGTERM/SIGINT. Config and rules were validated before this point."""
+    tune_gc()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     loop.run_until_complete(ensure_topics(settings))

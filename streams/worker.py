@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -44,6 +44,7 @@ from streams.settings import Settings
 log = logging.getLogger("clientpulse.worker")
 
 STATE_TABLE = "client-state"
+SNAPSHOT_CHUNK = 1000
 CLOCK_TABLE = "partition-clock"
 
 
@@ -384,15 +385,8 @@ class Pipeline:
         """Send alerts and dead letters and wait until the broker has them, before any state write."""
         if not alerts and not letters:
             return
-        send = self.app.producer.send
-        futures = [
-            await send(self.settings.alerts_topic, key, value, partition=None, timestamp=None, headers=None)
-            for key, value in alerts
-        ]
-        futures += [
-            await send(self.settings.deadletter_topic, key, value, partition=None, timestamp=None, headers=None)
-            for key, value in letters
-        ]
+        futures = await self._send_keyed(self.settings.alerts_topic, alerts)
+        futures += await self._send_keyed(self.settings.deadletter_topic, letters)
         await asyncio.gather(*futures)
 
     async def _write_states(self, touched: dict[str, _Touched]) -> None:
@@ -405,6 +399,7 @@ class Pipeline:
         rules = self.rules
         cache = self._cache
         by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
+        tiers_changed = False
         for entry in touched.values():
             state = entry.state
             key = state.client_id.encode()
@@ -416,6 +411,9 @@ class Pipeline:
             self.indexes[entry.partition].note(state.client_id, engine.next_due(rules, state))
             if state.tier != entry.tier_before:
                 self._count_tier(entry.partition, entry.tier_before, state.tier)
+                tiers_changed = True
+        if tiers_changed:
+            self._publish_tier_gauge()
         while len(cache) > self.settings.state_cache_size:
             del cache[next(iter(cache))]  # least recently used first
         await self._send_batches(self.states.changelog_topic.get_topic_name(), by_partition)
@@ -430,18 +428,42 @@ class Pipeline:
             await self._send_batches(self.clock_table.changelog_topic.get_topic_name(), clocks)
             self.clocks.dirty.clear()
 
-    async def _send_batches(self, topic: str, records: dict[int, list[tuple[bytes, bytes]]]) -> None:
-        """Hand records to the producer one batch per partition (not one future per record)."""
-        producer = self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # aiokafka's, behind Faust's
+    @property
+    def _producer(self) -> Any:
+        return self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # aiokafka's, behind Faust's
+
+    async def _send_keyed(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
+        """Send records to the partitions their keys choose (as a keyed send would), in batches.
+
+        Returns the batches' futures, done when the broker acknowledges them.
+        """
+        if not records:
+            return []
+        producer = self._producer
+        partitions = sorted(await producer.partitions_for(topic))
+        choose = producer._partitioner
+        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
+        for key, value in records:
+            by_partition[choose(key, partitions, partitions)].append((key, value))
+        return await self._send_batches(topic, by_partition)
+
+    async def _send_batches(self, topic: str, records: Mapping[int, Sequence[tuple[bytes | None, bytes]]]) -> list[Any]:
+        """Hand records to the producer one batch per partition (not one future per record).
+
+        Returns the batches' futures, done when the broker acknowledges them.
+        """
+        producer = self._producer
+        futures = []
         for partition, items in records.items():
             batch = producer.create_batch()
             for key, value in items:
                 if batch.append(key=key, value=value, timestamp=None) is None:
-                    await producer.send_batch(batch, topic, partition=partition)
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
                     if batch.append(key=key, value=value, timestamp=None) is None:
                         raise ValueError(f"a {len(value)}-byte record does not fit in a producer batch")
-            await producer.send_batch(batch, topic, partition=partition)
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
+        return futures
 
     def _count_tier(self, partition: int, before: str | None, after: str | None) -> None:
         counts = self.tier_counts[partition]
@@ -449,7 +471,6 @@ class Pipeline:
             counts[before] -= 1
         if after is not None:
             counts[after] += 1
-        self._publish_tier_gauge()
 
     # ------------------------------------------------------------------ web
     def _add_views(self) -> None:
@@ -508,20 +529,17 @@ class Pipeline:
 
     async def _publish_snapshots(self) -> None:
         """At most one snapshot per client per interval, whatever its event rate."""
-        due, self._snapshot_due = self._snapshot_due, set()
-        producer = self.app.producer
-        for client_id in due:
-            raw = self.states.get(client_id.encode())
-            if raw:
-                value = orjson.dumps(ClientState.from_bytes(raw).snapshot())
-                await producer.send(
-                    self.settings.snapshots_topic,
-                    client_id.encode(),
-                    value,
-                    partition=None,
-                    timestamp=None,
-                    headers=None,
-                )
+        due, self._snapshot_due = list(self._snapshot_due), set()
+        store = self._store
+        for start in range(0, len(due), SNAPSHOT_CHUNK):
+            records: list[tuple[bytes | None, bytes]] = []
+            for client_id in due[start : start + SNAPSHOT_CHUNK]:
+                key = client_id.encode()
+                raw = store.get(key)
+                if raw:
+                    records.append((key, orjson.dumps(ClientState.from_bytes(raw).snapshot())))
+            await self._send_keyed(self.settings.snapshots_topic, records)
+            await asyncio.sleep(0)  # let batches run between chunks: snapshots must not add latency
 
     async def _report_lag(self) -> None:
         """Set clientpulse_consumer_lag_messages for every input partition this worker owns.

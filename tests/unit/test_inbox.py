@@ -8,7 +8,7 @@ from typing import Any
 
 from mode.utils.queues import FlowControlEvent
 
-from streams.inbox import Inbox
+from streams.inbox import Inbox, round_robin
 
 
 @dataclass(eq=False)
@@ -102,3 +102,9 @@ async def test_a_fetch_taken_while_flow_is_suspended_is_dropped() -> None:
     taken = await asyncio.wait_for(waiting, 1)
     assert [m.offset for m in taken] == [3]
     waiting.cancel()
+
+
+def test_round_robin_takes_one_item_of_each_list_in_turn_and_keeps_each_lists_order() -> None:
+    assert round_robin([]) == []
+    assert round_robin([[1, 2]]) == [1, 2]
+    assert round_robin([[1, 2, 3], ["a"], [None, None]]) == [1, "a", None, 2, None, 3]
