@@ -80,13 +80,14 @@ def _fire_dormancy(ctx: AlertContext, due: int) -> None:
     tier = state.tier or "mass"
     days = rules.dormancy[tier] // US_PER_DAY
     since = "last activity" if state.last_activity is not None else "onboarding"
+    due_at = iso(due)
     ctx.raise_alert(
         "dormancy",
         "critical" if tier in CRITICAL_DORMANCY_TIERS else "warning",
         due,
-        iso(due),
+        due_at,
         f"No customer activity for {days} days",
-        {"quiet_since": iso(base), "counted_from": since, "period_days": str(days), "due_at": iso(due)},
+        {"quiet_since": iso(base), "counted_from": since, "period_days": str(days), "due_at": due_at},
         [],
     )
 
@@ -96,13 +97,14 @@ def _fire_rm_contact(ctx: AlertContext, due: int) -> None:
     state.rm_contact_alerted_due = due
     assert state.tier is not None
     days = rules.rm_contact[state.tier] // US_PER_DAY
+    due_at = iso(due)
     facts = {
         "period_days": str(days),
         "tier_since": iso(state.tier_since or 0),
         "last_rm_contact": iso(state.last_rm_contact) if state.last_rm_contact is not None else "never",
-        "due_at": iso(due),
+        "due_at": due_at,
     }
-    ctx.raise_alert("no_rm_contact", "warning", due, iso(due), f"No RM contact for {days} days", facts, [])
+    ctx.raise_alert("no_rm_contact", "warning", due, due_at, f"No RM contact for {days} days", facts, [])
 
 
 def _fire_maturity(ctx: AlertContext, due: int) -> None:
