@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 import pytest
+from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
+from aiokafka.partitioner import DefaultPartitioner  # type: ignore[import-untyped]
 
 from streams.topics import ensure_topics
 from tests.support import consume, encode_records, make_settings, new_worker, produce, unique_prefix
@@ -92,3 +97,51 @@ def test_events_become_alerts_and_bad_input_becomes_dead_letters(broker: str, tm
         assert worker.proc is not None and worker.proc.poll() is None, "worker must survive bad input"
     finally:
         worker.stop()
+
+
+async def _read_keyed(
+    bootstrap: str, topic: str, keys: set[str], timeout: float = 60.0
+) -> list[tuple[int, bytes, Any]]:
+    """(partition, key, JSON value) of a topic's records, from the start, until every key was seen or timeout."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    out: list[tuple[int, bytes, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and {k.decode() for _, k, _ in out} < keys:
+            for tp, msgs in (await consumer.getmany(timeout_ms=500)).items():
+                out.extend((tp.partition, m.key, orjson.loads(m.value)) for m in msgs)
+    finally:
+        await consumer.stop()
+    return out
+
+
+def test_alerts_and_snapshots_land_on_the_partition_their_client_key_chooses(broker: str, tmp_path: Path) -> None:
+    """The worker sends alerts and snapshots in per-partition batches; they must go where a keyed send would."""
+    prefix = unique_prefix()
+    settings = make_settings(broker, prefix, snapshot_seconds=1.0)
+    asyncio.run(ensure_topics(settings))
+    worker = new_worker(settings, tmp_path).start()
+    clients = [f"c-{n:03d}" for n in range(24)]
+    try:
+        worker.wait_ready()
+        records = [
+            ("bank.transactions.v1", client, _tx(f"e-{client}", client, "600000")) for client in clients
+        ]  # each one a large outflow alert
+        asyncio.run(produce(broker, encode_records(prefix, records)))
+        alerts = asyncio.run(_read_keyed(broker, settings.alerts_topic, set(clients)))
+        snapshots = asyncio.run(_read_keyed(broker, settings.snapshots_topic, set(clients)))
+    finally:
+        worker.stop()
+
+    partitions = list(range(settings.partitions))
+    keyed = DefaultPartitioner()
+    assert {key.decode() for _, key, _ in alerts} == set(clients)
+    assert {key.decode() for _, key, _ in snapshots} == set(clients)
+    for partition, key, value in alerts + snapshots:
+        assert value["client_id"] == key.decode()
+        assert partition == keyed(key, partitions, partitions), key
+    assert {p for p, _, _ in alerts} == set(partitions), "24 clients spread over every partition"
+    assert {v["client_id"] for _, _, v in alerts if v["type"] == "large_outflow"} == set(clients)
