@@ -109,7 +109,6 @@ class InboxConsumer(faust_aiokafka.Consumer):
         set_read_offset = self._read_offset.__setitem__
         set_flag = self.diag.set_flag
         unset_flag = self.diag.unset_flag
-        commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         to_message = self._to_message
         track_end_offset = self.app.monitor.track_tp_end_offset
@@ -166,9 +165,7 @@ class InboxConsumer(faust_aiokafka.Consumer):
                             if since_yield > 100:
                                 await asyncio.sleep(0)
                                 since_yield = 0
-                            if commit_every is not None and self._n_acked >= commit_every:
-                                self._n_acked = 0
-                                await self.commit()
+                            await self._commit_if_due()
                             await self.wait_first(callback(message), self.suspend_flow.wait())
                         r_offset = offset
                         set_read_offset(tp, offset)
@@ -178,9 +175,7 @@ class InboxConsumer(faust_aiokafka.Consumer):
                 if recovered and tables is not None:
                     await self._hand_over(tables.changelog_queue, recovered)
                 if fetched and inbox is not None:
-                    if commit_every is not None and self._n_acked >= commit_every:
-                        self._n_acked = 0
-                        await self.commit()
+                    await self._commit_if_due()
                     await self._hand_over(inbox.queue, fetched)
                 unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
@@ -198,6 +193,12 @@ class InboxConsumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(CONSUMER_FETCHING)
+
+    async def _commit_if_due(self) -> None:
+        """Faust's commit-every: commit once `broker_commit_every` messages were acked since the last one."""
+        if self._commit_every is not None and self._n_acked >= self._commit_every:
+            self._n_acked = 0
+            await self.commit()
 
     async def _hand_over(self, queue: Any, items: list[Any]) -> None:
         """Queue one fetch; waiting for room gives way to a rebalance (which drops the fetch)."""
