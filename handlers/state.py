@@ -1,18 +1,26 @@
-"""One compact state object per client, written once per batch (one changelog record)."""
+"""One compact state object per client, written once per batch (one changelog record).
+
+The stored form is a MessagePack array of the fields in declaration order, not
+a map of field names: less than half the bytes, which is most of a worker's
+memory with a million clients. New fields therefore go at the end, with a
+default: older records then decode with the default, and older code ignores
+the extra trailing items. Records in the earlier map form still decode.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
+from msgspec import field
 
 from handlers.money import cents_to_str
 from handlers.timeutil import iso
 
 
-@dataclass(slots=True)
-class ClientState:
+# gc=False: a state holds only plain dicts, lists and scalars, never a reference cycle,
+# so the collector need not track the hundred thousand states a worker keeps decoded.
+class ClientState(msgspec.Struct, array_like=True, gc=False):
     """Everything the rules remember about a client. Money in cents, times in epoch µs."""
 
     client_id: str
@@ -50,6 +58,8 @@ class ClientState:
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ClientState:
+        if raw[:1] in _MAP_MARKERS:
+            return cls(**_LEGACY_DECODER.decode(raw))
         return _DECODER.decode(raw)
 
     def snapshot(self) -> dict[str, Any]:
@@ -68,6 +78,7 @@ class ClientState:
         }
 
 
-# MessagePack: about two thirds the size of JSON and decoded straight into the dataclass.
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ClientState)
+_LEGACY_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
+_MAP_MARKERS = frozenset(bytes([b]) for b in (*range(0x80, 0x90), 0xDE, 0xDF))
