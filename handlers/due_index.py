@@ -6,10 +6,15 @@ import heapq
 
 
 class DueIndex:
-    """A heap of (due, client) with lazy deletion: stale entries are skipped when popped.
+    """A heap of (due, client) behind a dict of each client's current due time.
 
-    `note` is called with each client's current next due time after its state
-    changed; `pop_due` returns the clients whose latest noted due time has passed.
+    `note` is called with a client's next due time after every change of its
+    state, and nearly every event moves the dormancy due time *later*. Such a
+    move only updates the dict: the client's older, earlier heap entry stays
+    and, when it comes up, is pushed back at the current due time. So a busy
+    client costs one dict write per event instead of a heap push, and the heap
+    holds about one entry per client. Invariant: every client in the dict has
+    a heap entry at or before its due time.
     """
 
     __slots__ = ("_due", "_heap")
@@ -21,33 +26,52 @@ class DueIndex:
     def __len__(self) -> int:
         return len(self._due)
 
+    def due_of(self, client_id: str) -> int | None:
+        return self._due.get(client_id)
+
     def note(self, client_id: str, due: int | None) -> None:
-        current = self._due.get(client_id)
-        if due == current:
-            return
+        due_of = self._due
+        current = due_of.get(client_id)
         if due is None:
-            del self._due[client_id]
+            if current is not None:
+                del due_of[client_id]
             return
-        self._due[client_id] = due
-        heapq.heappush(self._heap, (due, client_id))
-        if len(self._heap) > 2 * len(self._due) + 1024:
-            self._compact()
+        due_of[client_id] = due
+        if current is None or due < current:
+            heapq.heappush(self._heap, (due, client_id))
+            if len(self._heap) > 2 * len(due_of) + 1024:
+                self._compact()
 
     def pop_due(self, now: int) -> list[str]:
+        """Clients due at or before `now`, earliest first; they leave the index until noted again."""
         heap, due_of = self._heap, self._due
         out: list[str] = []
         while heap and heap[0][0] <= now:
-            due, client = heapq.heappop(heap)
-            if due_of.get(client) == due:
+            due, client = heap[0]
+            current = due_of.get(client)
+            if current is None or current < due:
+                heapq.heappop(heap)  # stale: the client left, or an earlier entry of it exists
+            elif current == due:
+                heapq.heappop(heap)
                 del due_of[client]
                 out.append(client)
+            else:
+                heapq.heapreplace(heap, (current, client))  # moved later since it was queued
         return out
 
     def peek(self) -> int | None:
+        """The earliest due time in the index."""
         heap, due_of = self._heap, self._due
-        while heap and due_of.get(heap[0][1]) != heap[0][0]:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        while heap:
+            due, client = heap[0]
+            current = due_of.get(client)
+            if current == due:
+                return due
+            if current is None or current < due:
+                heapq.heappop(heap)
+            else:
+                heapq.heapreplace(heap, (current, client))
+        return None
 
     def clear(self) -> None:
         self._heap.clear()
