@@ -8,6 +8,7 @@ from pathlib import Path
 
 import orjson
 
+from handlers.alerting import alert_json
 from handlers.replay import Replay
 from handlers.ruleset import RulesError, load_rules
 from handlers.timeutil import iso
@@ -34,7 +35,7 @@ def run_backtest(
     try:
         with source:
             for alert in replay.run_lines(source, until):
-                sink.write(alert.model_dump_json().encode() + b"\n")
+                sink.write(alert_json(alert) + b"\n")
     finally:
         if out:
             sink.close()

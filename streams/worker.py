@@ -29,7 +29,7 @@ from faust.types import TP, EventT, Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handlers import engine
-from handlers.alerting import Outcome
+from handlers.alerting import Outcome, alert_json
 from handlers.decode import Rejection, dead_letter, decode, kind_of_topic
 from handlers.due_index import DueIndex
 from handlers.ruleset import Ruleset
@@ -86,7 +86,7 @@ class _BatchCounts:
     def collect(self, outcome: Outcome, out: list[tuple[bytes, bytes]]) -> None:
         for alert in outcome.alerts:
             self.alerts[(alert.type, alert.severity)] += 1
-            out.append((alert.client_id.encode(), alert.model_dump_json().encode()))
+            out.append((alert.client_id.encode(), alert_json(alert)))
         for alert_type in outcome.suppressed:
             self.suppressed[alert_type] += 1
 
