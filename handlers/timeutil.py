@@ -20,7 +20,27 @@ def from_us(us: int) -> datetime:
 
 
 def iso(us: int) -> str:
-    return from_us(us).isoformat()
+    """RFC 3339 as datetime.isoformat() writes it, from integer arithmetic and a cache of day texts.
+
+    Alerts and snapshots format several times per event; this is about twice as
+    fast as building a datetime first.
+    """
+    day, rest = divmod(us, US_PER_DAY)
+    day_text = _DAY_TEXTS.get(day)
+    if day_text is None:
+        if len(_DAY_TEXTS) >= _MAX_CACHED_DAYS:
+            _DAY_TEXTS.clear()
+        day_text = _DAY_TEXTS[day] = (_EPOCH + timedelta(days=day)).date().isoformat()
+    seconds, fraction = divmod(rest, US_PER_SECOND)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    if fraction:
+        return f"{day_text}T{hour:02d}:{minute:02d}:{second:02d}.{fraction:06d}+00:00"
+    return f"{day_text}T{hour:02d}:{minute:02d}:{second:02d}+00:00"
+
+
+_DAY_TEXTS: dict[int, str] = {}
+_MAX_CACHED_DAYS = 100_000
 
 
 def midnight_us(day: date) -> int:
