@@ -48,9 +48,15 @@ def maturity_due(state: ClientState) -> int | None:
 def next_due(rules: Ruleset, state: ClientState) -> int | None:
     """Earliest time at which a clock rule of this client fires, if any."""
     best = _NEVER
-    for due in (dormancy_due(rules, state), rm_contact_due(rules, state), maturity_due(state)):
-        if due is not None and due < best:
-            best = due
+    dormancy = dormancy_due(rules, state)
+    if dormancy is not None:
+        best = dormancy
+    contact = rm_contact_due(rules, state)
+    if contact is not None and contact < best:
+        best = contact
+    maturity = maturity_due(state)
+    if maturity is not None and maturity < best:
+        best = maturity
     return None if best == _NEVER else best
 
 
@@ -59,14 +65,17 @@ def advance(ctx: AlertContext, now: int) -> None:
     rules, state = ctx.rules, ctx.state
     while True:
         # Earliest due rule at or before `now`; on a tie dormancy, then contact, then maturity.
+        # (Spelled out rather than looped: this runs before every event.)
         due, fire = now + 1, None
-        for candidate, rule in (
-            (dormancy_due(rules, state), _fire_dormancy),
-            (rm_contact_due(rules, state), _fire_rm_contact),
-            (maturity_due(state), _fire_maturity),
-        ):
-            if candidate is not None and candidate < due:
-                due, fire = candidate, rule
+        dormancy = dormancy_due(rules, state)
+        if dormancy is not None and dormancy < due:
+            due, fire = dormancy, _fire_dormancy
+        contact = rm_contact_due(rules, state)
+        if contact is not None and contact < due:
+            due, fire = contact, _fire_rm_contact
+        maturity = maturity_due(state)
+        if maturity is not None and maturity < due:
+            due, fire = maturity, _fire_maturity
         if fire is None:
             return
         fire(ctx, due)
