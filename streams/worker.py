@@ -38,6 +38,7 @@ from handlers.timeutil import to_us, wall_us
 from schemas.rules import TIERS
 from streams import faust_tuning, metrics
 from streams.inbox import Inbox, InboxApp
+from streams.partitioning import KeyPartitions
 from streams.recovery import FetchRecovery
 from streams.settings import Settings
 
@@ -143,6 +144,7 @@ class Pipeline:
         self.indexes: dict[int, DueIndex] = defaultdict(DueIndex)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
         self._cache: OrderedDict[str, ClientState] = OrderedDict()
+        self._key_partitions = KeyPartitions()
         """Decoded states of recently active clients, in use order; the store keeps the bytes."""
         self.clocks = PartitionClocks()
         self.tier_counts: dict[int, Counter[str]] = defaultdict(Counter)
@@ -441,10 +443,7 @@ class Pipeline:
             return []
         producer = self._producer
         partitions = sorted(await producer.partitions_for(topic))
-        choose = producer._partitioner
-        by_partition: dict[int, list[tuple[bytes | None, bytes]]] = defaultdict(list)
-        for key, value in records:
-            by_partition[choose(key, partitions, partitions)].append((key, value))
+        by_partition = self._key_partitions.group(producer._partitioner, records, partitions)
         return await self._send_batches(topic, by_partition)
 
     async def _send_batches(self, topic: str, records: Mapping[int, Sequence[tuple[bytes | None, bytes]]]) -> list[Any]:
