@@ -7,7 +7,9 @@ the names below). docs/operations.md explains each series.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
 
@@ -67,3 +69,31 @@ def report_consumer_lag(lags: Mapping[tuple[str, int], int]) -> None:
     CONSUMER_LAG.clear()
     for (topic, partition), lag in lags.items():
         CONSUMER_LAG.labels(topic=topic, partition=str(partition)).set(max(0, lag))
+
+
+def observe_all(histogram: Histogram, values: Iterable[float]) -> None:
+    """Observe many values at once: one increment per bucket instead of a locked loop per value.
+
+    Equivalent to calling `observe` for each value (a test compares the two);
+    a histogram without the expected internals is observed value by value.
+    """
+    bounds = getattr(histogram, "_upper_bounds", None)
+    buckets = getattr(histogram, "_buckets", None)
+    total = getattr(histogram, "_sum", None)
+    if bounds is None or buckets is None or total is None:
+        for value in values:
+            histogram.observe(value)
+        return
+    tally: Tally[int] = Tally()
+    amount = 0.0
+    observed = False
+    for value in values:
+        observed = True
+        amount += value
+        if value == value:  # NaN falls in no bucket, as with observe()
+            tally[bisect_left(bounds, value)] += 1
+    if not observed:
+        return
+    total.inc(amount)
+    for index, count in tally.items():
+        buckets[index].inc(count)

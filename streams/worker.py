@@ -316,7 +316,7 @@ class Pipeline:
         clock_is_event = self.settings.clock == "event"
         lag_now = time.time()
         rules = self.rules
-        observe_lag = metrics.EVENT_LAG_SECONDS.observe
+        lags: list[float] = []
 
         for msg in messages:
             topic = msg.topic
@@ -344,7 +344,7 @@ class Pipeline:
             if outcome.duplicate:
                 counts.duplicates[topic] += 1
             else:
-                observe_lag(max(0.0, lag_now - occurred / 1_000_000))
+                lags.append(max(0.0, lag_now - occurred / 1_000_000))
             counts.collect(outcome, alerts)
 
         for partition, tick_now in ticks.items():
@@ -359,6 +359,7 @@ class Pipeline:
                     entry = touched[client_id] = self._load(client_id, partition)
                 counts.collect(engine.advance(rules, entry.state, now, received_at), alerts)
 
+        metrics.observe_all(metrics.EVENT_LAG_SECONDS, lags)
         await self._publish(alerts, letters)
         await self._write_states(touched)
         counts.publish()
