@@ -6,8 +6,7 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import orjson
-
+from handlers.jsonbytes import dumps
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import from_us
@@ -29,7 +28,7 @@ def alert_json(alert: Alert) -> bytes:
     two byte for byte); anything orjson refuses goes through the model.
     """
     try:
-        return orjson.dumps(alert.__dict__)
+        return dumps(alert.__dict__)
     except TypeError:
         return alert.model_dump_json().encode()
 

@@ -32,6 +32,7 @@ from handlers import engine
 from handlers.alerting import Outcome, alert_json
 from handlers.decode import Rejection, dead_letter, decode, kind_of_topic
 from handlers.due_index import DueIndex
+from handlers.jsonbytes import dumps as json_bytes
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
@@ -540,7 +541,7 @@ class Pipeline:
                     raw = store.get(key)
                     state = ClientState.from_bytes(raw) if raw else None
                 if state is not None:
-                    records.append((key, orjson.dumps(state.snapshot())))
+                    records.append((key, json_bytes(state.snapshot())))
             await self._send_keyed(self.settings.snapshots_topic, records)
             await asyncio.sleep(0)  # let batches run between chunks: snapshots must not add latency
 
