@@ -26,9 +26,6 @@ class DueIndex:
     def __len__(self) -> int:
         return len(self._due)
 
-    def due_of(self, client_id: str) -> int | None:
-        return self._due.get(client_id)
-
     def note(self, client_id: str, due: int | None) -> None:
         due_of = self._due
         current = due_of.get(client_id)
@@ -44,33 +41,30 @@ class DueIndex:
 
     def pop_due(self, now: int) -> list[str]:
         """Clients due at or before `now`, earliest first; they leave the index until noted again."""
-        heap, due_of = self._heap, self._due
         out: list[str] = []
-        while heap and heap[0][0] <= now:
-            due, client = heap[0]
-            current = due_of.get(client)
-            if current is None or current < due:
-                heapq.heappop(heap)  # stale: the client left, or an earlier entry of it exists
-            elif current == due:
-                heapq.heappop(heap)
-                del due_of[client]
-                out.append(client)
-            else:
-                heapq.heapreplace(heap, (current, client))  # moved later since it was queued
+        while (top := self._settled_top()) is not None and top[0] <= now:
+            heapq.heappop(self._heap)
+            del self._due[top[1]]
+            out.append(top[1])
         return out
 
     def peek(self) -> int | None:
         """The earliest due time in the index."""
+        top = self._settled_top()
+        return None if top is None else top[0]
+
+    def _settled_top(self) -> tuple[int, str] | None:
+        """The heap's first entry once it is some client's current due time."""
         heap, due_of = self._heap, self._due
         while heap:
             due, client = heap[0]
             current = due_of.get(client)
             if current == due:
-                return due
+                return heap[0]
             if current is None or current < due:
-                heapq.heappop(heap)
+                heapq.heappop(heap)  # stale: the client left, or an earlier entry of it exists
             else:
-                heapq.heapreplace(heap, (current, client))
+                heapq.heapreplace(heap, (current, client))  # moved later since it was queued
         return None
 
     def clear(self) -> None:

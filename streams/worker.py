@@ -145,8 +145,8 @@ class Pipeline:
         self.indexes: dict[int, DueIndex] = defaultdict(DueIndex)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
         self._cache: OrderedDict[str, ClientState] = OrderedDict()
-        self._key_partitions = KeyPartitions()
         """Decoded states of recently active clients, in use order; the store keeps the bytes."""
+        self._key_partitions = KeyPartitions()
         self.clocks = PartitionClocks()
         self.tier_counts: dict[int, Counter[str]] = defaultdict(Counter)
         self.processed = 0
@@ -264,9 +264,8 @@ class Pipeline:
             index = self.indexes[partition]
             tiers = self.tier_counts[partition]
             for key in keys:
-                raw = self._store.get(key)
-                if raw:
-                    state = ClientState.from_bytes(raw)
+                state = self._stored_state(key)
+                if state is not None:
                     index.note(state.client_id, engine.next_due(self.rules, state))
                     if state.tier and not kept:
                         tiers[state.tier] += 1
@@ -376,9 +375,12 @@ class Pipeline:
     def _load(self, client_id: str, partition: int) -> _Touched:
         state = self._cache.pop(client_id, None)
         if state is None:
-            raw = self._store.get(client_id.encode())
-            state = ClientState.from_bytes(raw) if raw else ClientState(client_id)
+            state = self._stored_state(client_id.encode()) or ClientState(client_id)
         return _Touched(state, partition, state.tier)
+
+    def _stored_state(self, key: bytes) -> ClientState | None:
+        raw = self._store.get(key)
+        return ClientState.from_bytes(raw) if raw else None
 
     @property
     def _store(self) -> Any:
@@ -531,15 +533,12 @@ class Pipeline:
     async def _publish_snapshots(self) -> None:
         """At most one snapshot per client per interval, whatever its event rate."""
         due, self._snapshot_due = list(self._snapshot_due), set()
-        store, cache = self._store, self._cache
+        cache = self._cache
         for start in range(0, len(due), SNAPSHOT_CHUNK):
             records: list[tuple[bytes | None, bytes]] = []
             for client_id in due[start : start + SNAPSHOT_CHUNK]:
                 key = client_id.encode()
-                state = cache.get(client_id)
-                if state is None:
-                    raw = store.get(key)
-                    state = ClientState.from_bytes(raw) if raw else None
+                state = cache.get(client_id) or self._stored_state(key)
                 if state is not None:
                     records.append((key, json_bytes(state.snapshot())))
             await self._send_keyed(self.settings.snapshots_topic, records)
