@@ -45,13 +45,13 @@ def _setup_logging(level: str) -> None:
 def cmd_worker(args: argparse.Namespace) -> int:
     settings, rules = _load()
     _setup_logging(settings.log_level)
-    from streams.run import run_worker
+    from streams.worker.run import run_worker
 
     return run_worker(settings, rules)
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
-    from streams.embedded import EmbeddedBroker
+    from streams.tools.embedded import EmbeddedBroker
 
     broker = EmbeddedBroker(port=args.port).start()
     print(f"Tansu broker listening on {broker.bootstrap} (memory storage); Ctrl-C stops it", flush=True)
@@ -92,19 +92,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
-    from streams.backtest import run_backtest
+    from streams.tools.backtest import run_backtest
 
     return run_backtest(args.events, args.rules, args.out, args.until, args.summary)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
-    from streams.simulate import run_simulate
+    from streams.tools.simulate import run_simulate
 
     return run_simulate(args)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from streams.demo import run_demo
+    from streams.tools.demo import run_demo
 
     return run_demo(args)
 
@@ -112,13 +112,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_sink(args: argparse.Namespace) -> int:
     settings, rules = _load()
     _setup_logging(settings.log_level)
-    from streams.sink import run_sink
+    from streams.sink.service import run_sink
 
     return run_sink(settings, rules, with_api=not args.no_api)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from streams.bench import run_bench
+    from streams.tools.bench import run_bench
 
     return run_bench(args)
 
@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-api", action="store_true", help="store alerts only")
     p.set_defaults(func=cmd_sink)
 
-    from handlers.auth import token_command
+    from streams.api.auth import token_command
 
     p = sub.add_parser("token", help="print the salted hash of an API token read from stdin (for the token config)")
     p.add_argument("action", nargs="?", choices=["hash"], default="hash", help="hash (the default)")

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from handlers.ruleset import Ruleset, load_rules
-from streams.embedded import EmbeddedBroker, EmbeddedPostgres
 from streams.settings import DEFAULT_RULES
+from streams.tools.embedded import EmbeddedBroker, EmbeddedPostgres
 
 LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 

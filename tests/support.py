@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
 
-from streams.embedded import free_port, terminate_group
 from streams.settings import Settings
+from streams.tools.embedded import free_port, terminate_group
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -16,10 +16,12 @@ import yaml
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from handlers.auth import Principals, Scope, TokenEntry, hash_token
-from handlers.store import STATUSES, AlertStore, ClientSnapshot, encode_cursor
+from handlers.lifecycle import STATUSES
 from schemas.alerts import ALERT_TYPES
-from streams.api import create_api
+from schemas.snapshot import ClientSnapshot
+from streams.api.app import create_api
+from streams.api.auth import Principals, Scope, TokenEntry, hash_token
+from streams.sink.store import AlertStore, encode_cursor
 from tests.integration.test_store import T0, make_alert
 from tests.support import ROOT
 

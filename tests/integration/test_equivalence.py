@@ -40,7 +40,7 @@ from handlers.replay import Replay
 from handlers.ruleset import Ruleset
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
-from streams.synthetic import CLIENTS, TRANSACTIONS, Record, history
+from streams.tools.synthetic import CLIENTS, TRANSACTIONS, Record, history
 from streams.topics import ensure_topics
 from tests.support import WorkerProcess, consume, encode_records, make_settings, new_worker, unique_prefix
 

@@ -46,7 +46,7 @@ from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from schemas.limits import MAX_MESSAGE_BYTES, MAX_RAW_IN_DEADLETTER
 from streams.settings import Settings
-from streams.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS
+from streams.tools.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS
 from streams.topics import ensure_topics
 from tests.support import WorkerProcess, make_settings, new_worker, unique_prefix
 

@@ -22,8 +22,8 @@ import yaml
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from aiokafka.admin import AIOKafkaAdminClient  # type: ignore[import-untyped]
 
-from streams.embedded import free_port
 from streams.settings import DEFAULT_RULES, Settings
+from streams.tools.embedded import free_port
 from streams.topics import ensure_topics
 from tests.support import (
     ROOT,

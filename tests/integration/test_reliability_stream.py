@@ -57,9 +57,9 @@ from handlers.replay import Replay
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from schemas.alerts import Alert
-from streams.embedded import free_port, terminate_group
 from streams.settings import Settings
-from streams.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS, Record, history
+from streams.tools.embedded import free_port, terminate_group
+from streams.tools.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS, Record, history
 from streams.topics import ensure_topics
 from tests.integration.test_sink import TcpProxy, _via_proxy
 from tests.support import ROOT, WorkerProcess, die_with_parent, make_settings, new_worker, settings_env, unique_prefix

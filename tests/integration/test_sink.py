@@ -23,15 +23,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from prometheus_client import REGISTRY
 
-from handlers.auth import hash_token
 from handlers.ruleset import load_rules
 from handlers.state import ClientState
-from handlers.store import AlertStore
 from schemas.alerts import Alert
-from streams.api import create_api
-from streams.embedded import free_port, terminate_group
+from streams.api.app import create_api
+from streams.api.auth import hash_token
 from streams.settings import Settings
-from streams.sink import AlertSink
+from streams.sink.service import AlertSink
+from streams.sink.store import AlertStore
+from streams.tools.embedded import free_port, terminate_group
 from streams.topics import ensure_topics
 from tests.integration.test_store import make_alert
 from tests.support import ROOT, consume, die_with_parent, make_settings, produce, settings_env, unique_prefix

@@ -11,9 +11,10 @@ from decimal import Decimal
 import asyncpg  # type: ignore[import-untyped]
 import pytest
 
-from handlers.auth import Scope
-from handlers.store import AlertFilter, AlertStore, ClientSnapshot, InvalidTransition, NotFound, load_migrations
 from schemas.alerts import Alert
+from schemas.snapshot import ClientSnapshot
+from streams.api.auth import Scope
+from streams.sink.store import AlertFilter, AlertStore, InvalidTransition, NotFound, load_migrations
 
 pytestmark = pytest.mark.db
 

@@ -15,7 +15,7 @@ from handlers.ruleset import load_rules
 from handlers.trusted import construct
 from schemas.alerts import ALERT_TYPES, Alert
 from streams.settings import DEFAULT_RULES
-from streams.synthetic import history
+from streams.tools.synthetic import history
 
 
 def test_every_alert_of_a_synthetic_history() -> None:

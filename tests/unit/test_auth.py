@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
-import sys
 
 import pytest
 
-from handlers.auth import (
+from streams.api.auth import (
     AuthConfigError,
     Principal,
     Principals,
@@ -20,7 +18,6 @@ from handlers.auth import (
     parse_token_config,
     token_command,
 )
-from tests.support import ROOT
 
 FAST = 10  # the smallest accepted scrypt cost keeps these tests quick
 
@@ -170,15 +167,3 @@ def test_token_command_prints_a_hash_of_stdin() -> None:
     assert token_command(io.StringIO(""), io.StringIO(), err) == 2
     assert "stdin" in err.getvalue()
     assert token_command(io.StringIO("a\nb\n"), io.StringIO(), io.StringIO()) == 2
-
-
-def test_cli_token_subcommand() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "token"],
-        input=b"cli-token-0123456789abcdef",
-        capture_output=True,
-        cwd=ROOT,
-        timeout=30,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert parse_hash(proc.stdout.decode().strip()).matches("cli-token-0123456789abcdef")

@@ -42,7 +42,7 @@ from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
 from streams.settings import DEFAULT_RULES
-from streams.synthetic import Record, history
+from streams.tools.synthetic import Record, history
 from tests.unit.builders import at, client_event, deposit, interaction, record, tx
 
 RULES = load_rules(DEFAULT_RULES)

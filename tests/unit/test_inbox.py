@@ -8,7 +8,7 @@ from typing import Any
 
 from mode.utils.queues import FlowControlEvent
 
-from streams.inbox import Inbox, round_robin
+from streams.faust_ext.inbox import Inbox, round_robin
 
 
 @dataclass(eq=False)

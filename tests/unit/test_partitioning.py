@@ -6,7 +6,7 @@ from aiokafka.partitioner import DefaultPartitioner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.partitioning import KeyPartitions
+from streams.faust_ext.partitioning import KeyPartitions
 
 CHOOSE = DefaultPartitioner()
 

@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections import Counter
 from datetime import UTC, datetime
-from pathlib import Path
 
 import orjson
 
 from handlers.replay import Replay
 from handlers.ruleset import Ruleset
 from schemas.alerts import Alert
-from streams.synthetic import history
-from tests.support import ROOT
+from streams.tools.synthetic import history
 
 UNTIL = datetime(2026, 12, 31, tzinfo=UTC)
 
@@ -63,46 +59,3 @@ def test_summary_counts_match_output(rules: Ruleset) -> None:
     assert any(p.startswith("line 13: dead letter (schema)") for p in summary.problems)
     rendered = summary.render()
     assert "duplicates ignored:     1" in rendered and "unreadable lines:       2" in rendered
-
-
-def test_backtest_command(tmp_path: Path, rules: Ruleset) -> None:
-    events = tmp_path / "events.jsonl"
-    events.write_bytes(b"\n".join(dump(list(history(800, 40, seed=5)))) + b"\n")
-    out = tmp_path / "alerts.jsonl"
-    summary = tmp_path / "summary.json"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "streams.cli",
-            "backtest",
-            str(events),
-            "--out",
-            str(out),
-            "--until",
-            "2026-12-31T00:00:00+00:00",
-            "--summary",
-            str(summary),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    written = [Alert.model_validate_json(line) for line in out.read_bytes().splitlines()]
-    expected = list(Replay(rules).run_lines(events.read_bytes().splitlines(), UNTIL))
-    assert [comparable(a) for a in written] == [comparable(a) for a in expected]
-    assert orjson.loads(summary.read_bytes())["alerts"] == len(written)
-    assert "alerts by type and severity" in proc.stderr
-
-    bad = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "backtest", str(events), "--until", "tomorrow"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert bad.returncode == 2 and "RFC 3339" in bad.stderr

@@ -31,10 +31,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-u
 
 from handlers.replay import Replay
 from handlers.ruleset import load_rules
-from streams.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
 from streams.gc_tuning import tune_gc
 from streams.settings import ENV_NAMES, Settings, load_settings
-from streams.synthetic import SyntheticBank, history
+from streams.tools.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
+from streams.tools.synthetic import SyntheticBank, history
 from streams.topics import ensure_topics
 
 RESULTS_DIR = Path("bench/results")

@@ -2,7 +2,7 @@
 
 One agent owns the client state. It consumes the three input topics and the
 clock-tick topic (all co-partitioned by client), takes them in batches of whole
-fetches (streams/inbox.py), applies the rule functions of `handlers.engine`,
+fetches (streams/faust_ext/inbox.py), applies the rule functions of `handlers.engine`,
 publishes alerts and dead letters, waits for the broker to acknowledge them,
 and only then writes each touched client's state once to the table (one
 changelog record per client per batch). Offsets are committed after the
@@ -37,10 +37,11 @@ from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
 from schemas.rules import TIERS
-from streams import faust_tuning, metrics
-from streams.inbox import Inbox, InboxApp
-from streams.partitioning import KeyPartitions
-from streams.recovery import FetchRecovery
+from streams import metrics
+from streams.faust_ext import tuning as faust_tuning
+from streams.faust_ext.inbox import Inbox, InboxApp
+from streams.faust_ext.partitioning import KeyPartitions
+from streams.faust_ext.recovery import FetchRecovery
 from streams.settings import Settings
 
 log = logging.getLogger("clientpulse.worker")

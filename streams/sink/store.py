@@ -14,28 +14,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from importlib import resources
-from typing import Any, Literal
+from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from handlers.auth import Scope
-from schemas.alerts import Alert, Tier
+from handlers.access import Scope
+from handlers.lifecycle import TRANSITIONS
+from schemas.alerts import Alert
+from schemas.snapshot import ClientSnapshot
 
 log = logging.getLogger(__name__)
-
-Status = Literal["open", "acknowledged", "resolved", "dismissed"]
-STATUSES: tuple[str, ...] = ("open", "acknowledged", "resolved", "dismissed")
-Action = Literal["ack", "resolve", "dismiss"]
-TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
-    "ack": (frozenset({"open"}), "acknowledged"),
-    "resolve": (frozenset({"acknowledged"}), "resolved"),
-    "dismiss": (frozenset({"open", "acknowledged"}), "dismissed"),
-}
-"""Action -> (statuses it may start from, status it leads to). resolved and dismissed are final."""
 
 SYSTEM_ACTOR = "clientpulse"
 MIGRATION_LOCK = 0x636C_7075_6C73_6501
@@ -73,23 +63,6 @@ class MigrationError(StoreError):
     pass
 
 
-class ClientSnapshot(BaseModel):
-    """A client's picture as published by the worker (`ClientState.snapshot()`)."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    client_id: str = Field(min_length=1, max_length=64)
-    tier: Tier | None = None
-    aum: Decimal = Field(allow_inf_nan=False, max_digits=30)
-    rm_id: str | None = Field(None, max_length=64)
-    segment: Literal["retail", "corporate"] | None = None
-    last_activity: AwareDatetime | None = None
-    last_rm_contact: AwareDatetime | None = None
-    dormant: bool = False
-    closed: bool = False
-    as_of: AwareDatetime | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class AlertFilter:
     rm_id: str | None = None
@@ -120,9 +93,9 @@ class Migration:
 
 
 def load_migrations() -> list[Migration]:
-    """The versioned SQL files shipped in handlers/migrations, in order."""
+    """The versioned SQL files shipped in streams/sink/migrations, in order."""
     found: list[Migration] = []
-    for entry in resources.files("handlers").joinpath("migrations").iterdir():
+    for entry in resources.files("streams.sink").joinpath("migrations").iterdir():
         match = _MIGRATION_NAME.match(entry.name)
         if match:
             found.append(Migration(int(match[1]), entry.name, entry.read_text(encoding="utf-8")))

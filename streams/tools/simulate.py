@@ -15,7 +15,7 @@ import orjson
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
 from streams.settings import Settings, load_settings
-from streams.synthetic import SyntheticBank, history
+from streams.tools.synthetic import SyntheticBank, history
 from streams.topics import ensure_topics
 
 

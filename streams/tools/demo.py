@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
-from streams.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, python_cmd, terminate_group
 from streams.settings import load_settings
-from streams.simulate import produce_live
+from streams.tools.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, python_cmd, terminate_group
+from streams.tools.simulate import produce_live
 from streams.topics import ensure_topics
 
 COLOURS = {"critical": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}

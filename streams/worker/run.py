@@ -12,7 +12,7 @@ from streams import __version__, metrics
 from streams.gc_tuning import tune_gc
 from streams.settings import Settings
 from streams.topics import ensure_topics
-from streams.worker import Pipeline
+from streams.worker.pipeline import Pipeline
 
 log = logging.getLogger("clientpulse")
 

@@ -21,15 +21,16 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from pydantic import BaseModel, ValidationError
 
-from handlers.auth import AuthConfigError, Principals, TokenEntry, parse_token_config
 from handlers.decode import Rejection, dead_letter
 from handlers.ruleset import Ruleset
-from handlers.store import AlertStore, ClientSnapshot, MigrationError
 from schemas.alerts import Alert
 from schemas.limits import MAX_MESSAGE_BYTES
+from schemas.snapshot import ClientSnapshot
 from streams import __version__, metrics
-from streams.api import create_api
+from streams.api.app import create_api
+from streams.api.auth import AuthConfigError, Principals, TokenEntry, parse_token_config
 from streams.settings import ENV_NAMES, ConfigError, Settings
+from streams.sink.store import AlertStore, MigrationError
 from streams.topics import ensure_topics
 
 log = logging.getLogger("clientpulse.sink")

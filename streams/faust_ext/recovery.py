@@ -6,7 +6,7 @@ queue) and then through a loop that waits on the queue with a timeout task
 and recounts the remaining offsets of every partition, per record. Here that
 read about 4,000 records/s: minutes for a worker's share of a large bank.
 
-`InboxConsumer` (streams/inbox.py) hands the changelog records of a fetch to
+`InboxConsumer` (streams/faust_ext/inbox.py) hands the changelog records of a fetch to
 the recovery queue as one list of events, and `FetchRecovery` applies such a
 list with Faust's own per-record bookkeeping (offsets, buffers, the table's
 batch apply), but checks for the end of recovery once per list. Everything

@@ -16,13 +16,13 @@ import secrets
 import sys
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, TextIO
+from dataclasses import dataclass
+from typing import Any, TextIO
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-Role = Literal["rm", "manager", "ops"]
+from handlers.access import Principal, Role, Scope  # noqa: F401  (part of this module's interface)
 
 SCHEME = "scrypt"
 DEFAULT_LOG2_N = 14
@@ -95,42 +95,6 @@ def parse_hash(text: str) -> ParsedHash:
     if len(salt) < 8 or len(key) < 16:
         raise ValueError("token hash salt or key too short")
     return ParsedHash(log2_n, r, p, salt, key)
-
-
-@dataclass(frozen=True, slots=True)
-class Scope:
-    """Which alerts a principal may see: every alert (`rm_ids` None), or those of some RMs."""
-
-    rm_ids: frozenset[str] | None
-    unassigned: bool
-
-    def allows(self, rm_id: str | None) -> bool:
-        if self.rm_ids is None:
-            return True
-        if rm_id is None:
-            return self.unassigned
-        return rm_id in self.rm_ids
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    name: str
-    role: Role
-    rm_id: str | None = None
-    team: frozenset[str] = field(default_factory=frozenset)
-
-    @property
-    def scope(self) -> Scope:
-        if self.role == "ops":
-            return Scope(None, True)
-        if self.role == "manager":
-            # Managers triage the unassigned alerts: nobody else can act on them.
-            return Scope(self.team, True)
-        return Scope(frozenset({self.rm_id}) if self.rm_id else frozenset(), False)
-
-    @property
-    def can_act(self) -> bool:
-        return self.role != "ops"
 
 
 class TokenEntry(BaseModel):

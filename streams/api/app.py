@@ -18,10 +18,11 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from handlers.auth import Principal, Principals, bearer_token
-from handlers.store import (
-    STATUSES,
-    TRANSITIONS,
+from handlers.lifecycle import STATUSES, TRANSITIONS
+from schemas.alerts import ALERT_TYPES
+from streams import metrics as _metrics  # noqa: F401  (registers the store series served on /metrics)
+from streams.api.auth import Principal, Principals, bearer_token
+from streams.sink.store import (
     AlertFilter,
     AlertStore,
     CursorError,
@@ -29,8 +30,6 @@ from handlers.store import (
     NotFound,
     StoreUnavailable,
 )
-from schemas.alerts import ALERT_TYPES
-from streams import metrics as _metrics  # noqa: F401  (registers the store series served on /metrics)
 
 log = logging.getLogger(__name__)
 

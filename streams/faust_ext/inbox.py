@@ -9,7 +9,7 @@ writes its state and changelog itself.
 
 `InboxConsumer` therefore puts the messages of the inbox's topics, a whole
 fetch at a time, on one bounded queue (`Inbox`); table changelogs read during
-recovery go the same way to the recovery queue (streams/recovery.py), and any
+recovery go the same way to the recovery queue (streams/faust_ext/recovery.py), and any
 other topic takes Faust's own path. What Faust guarantees per message is kept
 per message:
 
@@ -41,7 +41,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import Message
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from streams.recovery import FetchTableManager
+from streams.faust_ext.recovery import FetchTableManager
 
 _NOTHING: Any = object()
 

@@ -1,0 +1,27 @@
+"""The client snapshot: the picture of a client the worker publishes and the sink stores (no account numbers)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from schemas.alerts import Tier
+
+
+class ClientSnapshot(BaseModel):
+    """A client's picture as published by the worker (`ClientState.snapshot()`)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    client_id: str = Field(min_length=1, max_length=64)
+    tier: Tier | None = None
+    aum: Decimal = Field(allow_inf_nan=False, max_digits=30)
+    rm_id: str | None = Field(None, max_length=64)
+    segment: Literal["retail", "corporate"] | None = None
+    last_activity: AwareDatetime | None = None
+    last_rm_contact: AwareDatetime | None = None
+    dormant: bool = False
+    closed: bool = False
+    as_of: AwareDatetime | None = None

@@ -1,0 +1,1 @@
+"""Every use of Faust, mode and aiokafka internals, fenced here (see INTERNALS.md in this folder)."""

@@ -1,0 +1,1 @@
+"""Tools for developers and analysts: embedded broker and database, demo, simulate, bench, backtest."""
