@@ -8,7 +8,7 @@ from datetime import datetime
 
 from handlers.jsonbytes import dumps
 from handlers.ruleset import Ruleset
-from handlers.state import ClientState
+from handlers.state import ClientState, Cooldown
 from handlers.timeutil import from_us
 from handlers.trusted import construct
 from schemas.alerts import SEVERITY_RANK, Alert
@@ -72,10 +72,10 @@ class AlertContext:
         cooldown = self.rules.cooldowns.get(alert_type, 0)
         if cooldown > 0:
             last = state.cooldowns.get(alert_type)
-            if last is not None and occurred_us < last[0] + cooldown and rank <= last[1]:
+            if last is not None and occurred_us < last.at + cooldown and rank <= last.rank:
                 self.outcome.suppressed.append(alert_type)
                 return
-            state.cooldowns[alert_type] = [occurred_us, rank]
+            state.cooldowns[alert_type] = Cooldown(occurred_us, rank)
         self.outcome.alerts.append(
             construct(
                 Alert,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from handlers.alerting import AlertContext
 from handlers.ruleset import Ruleset
-from handlers.state import ClientState
+from handlers.state import ClientState, FiredMaturity
 from handlers.timeutil import US_PER_DAY, iso
 
 CRITICAL_DORMANCY_TIERS = frozenset({"diamond", "private"})
@@ -42,7 +42,7 @@ def rm_contact_due(rules: Ruleset, state: ClientState) -> int | None:
 def maturity_due(state: ClientState) -> int | None:
     if state.closed or not state.maturities:
         return None
-    return int(state.maturities[0][0])
+    return state.maturities[0].due
 
 
 def next_due(rules: Ruleset, state: ClientState) -> int | None:
@@ -118,8 +118,14 @@ def _fire_rm_contact(ctx: AlertContext, due: int) -> None:
 
 def _fire_maturity(ctx: AlertContext, due: int) -> None:
     state = ctx.state
-    _, product_id, maturity_date, amount, currency, event_id = state.maturities.pop(0)
-    state.maturities_fired.append([due, product_id])
+    maturity = state.maturities.pop(0)
+    product_id, maturity_date, amount, currency = (
+        maturity.product_id,
+        maturity.maturity_date,
+        maturity.amount,
+        maturity.currency,
+    )
+    state.maturities_fired.append(FiredMaturity(due, product_id))
     facts = {"product_id": str(product_id), "maturity_date": str(maturity_date), "due_at": iso(due)}
     if amount is not None:
         facts["amount"] = str(amount)
@@ -132,5 +138,5 @@ def _fire_maturity(ctx: AlertContext, due: int) -> None:
         f"{product_id}@{iso(due)}",
         f"Product {product_id} matures on {maturity_date}",
         facts,
-        [str(event_id)],
+        [maturity.event_id],
     )

@@ -15,7 +15,7 @@ from handlers import clock_rules, moments, outflows, tiers
 from handlers.alerting import AlertContext, Outcome
 from handlers.money import to_cents
 from handlers.ruleset import Ruleset
-from handlers.state import ClientState
+from handlers.state import ClientState, Maturity
 from handlers.timeutil import midnight_us, to_us
 from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
 
@@ -132,17 +132,17 @@ def _apply_client(ctx: AlertContext, event: ClientEvent, occurred: int) -> None:
         product = event.product
         due = midnight_us(product.maturity_date) - rules.maturity_notice
         pid = product.product_id
-        if [due, pid] in state.maturities_fired:
+        if any(m.due == due and m.product_id == pid for m in state.maturities_fired):
             return
-        state.maturities = [m for m in state.maturities if m[1] != pid]
-        entry = [
+        state.maturities = [m for m in state.maturities if m.product_id != pid]
+        entry = Maturity(
             due,
             pid,
             product.maturity_date.isoformat(),
             str(product.amount) if product.amount is not None else None,
             product.currency,
             event.event_id,
-        ]
-        bisect.insort(state.maturities, entry, key=lambda m: m[0])
+        )
+        bisect.insort(state.maturities, entry, key=lambda m: m.due)
         forget_before = state.watermark - MATURITY_MEMORY_DAYS * 86_400_000_000
-        state.maturities_fired = [m for m in state.maturities_fired if m[0] >= forget_before]
+        state.maturities_fired = [m for m in state.maturities_fired if m.due >= forget_before]

@@ -7,18 +7,18 @@ import bisect
 from handlers.alerting import AlertContext
 from handlers.money import cents_to_display, cents_to_str
 from handlers.ruleset import TIER_RANK
-from handlers.state import ClientState
+from handlers.state import AumMark, ClientState, Debit
 
 
 def record_debit(state: ClientState, occurred_us: int, cents: int, external: bool) -> None:
-    bisect.insort(state.debits, [occurred_us, cents, int(external)])
+    bisect.insort(state.debits, Debit(occurred_us, cents, int(external)))
 
 
 def prune_debits(state: ClientState, cutoff: int) -> None:
     """Forget debits at or before `cutoff`; they are outside every window."""
     debits = state.debits
     i = 0
-    while i < len(debits) and debits[i][0] <= cutoff:
+    while i < len(debits) and debits[i].at <= cutoff:
         i += 1
     if i:
         del debits[:i]
@@ -27,34 +27,34 @@ def prune_debits(state: ClientState, cutoff: int) -> None:
 def window_sum(state: ClientState, start: int, end: int, external_only: bool) -> int:
     """Sum of debits with start < time <= end."""
     total = 0
-    for ts, cents, ext in state.debits:
-        if start < ts <= end and (ext or not external_only):
-            total += cents
+    for debit in state.debits:
+        if start < debit.at <= end and (debit.external or not external_only):
+            total += debit.cents
     return total
 
 
 def add_aum_mark(state: ClientState, occurred_us: int, drain_window: int, previous_aum: int) -> None:
     """Remember that AUM `previous_aum` was held until `occurred_us`, when it changed.
 
-    `aum_marks` holds [until, aum] of past AUM levels with falling AUM: enough to
-    answer "highest AUM held since t", since a level counts while its end is after t.
+    `aum_marks` holds past AUM levels with falling AUM: enough to answer "highest
+    AUM held since t", since a level counts while its end is after t.
     """
     marks = state.aum_marks
-    until = max(occurred_us, marks[-1][0]) if marks else occurred_us
-    while marks and marks[-1][1] <= previous_aum:
+    until = max(occurred_us, marks[-1].until) if marks else occurred_us
+    while marks and marks[-1].aum <= previous_aum:
         marks.pop()
-    marks.append([until, previous_aum])
+    marks.append(AumMark(until, previous_aum))
     cutoff = occurred_us - drain_window
-    while marks and marks[0][0] <= cutoff:
+    while marks and marks[0].until <= cutoff:
         del marks[0]
 
 
 def highest_aum(state: ClientState, start: int) -> int:
     """Highest AUM held at any time in (start, now], the current AUM included."""
-    for until, aum in state.aum_marks:
-        if until > start:
+    for mark in state.aum_marks:
+        if mark.until > start:
             # marks fall, so the first level still held after `start` is the highest past one
-            return max(state.aum, aum)
+            return max(state.aum, mark.aum)
     return state.aum
 
 

@@ -18,8 +18,51 @@ from handlers.money import cents_to_str
 from handlers.timeutil import iso
 
 
-# gc=False: a state holds only plain dicts, lists and scalars, never a reference cycle,
-# so the collector need not track the hundred thousand states a worker keeps decoded.
+# Array-like structs: stored as bare MessagePack arrays (no field names), so records written
+# when these were plain lists decode unchanged. gc=False: they hold only scalars.
+class Maturity(msgspec.Struct, array_like=True, gc=False):
+    """A pending product maturity; its alert is due at `due`."""
+
+    due: int
+    product_id: str
+    maturity_date: str
+    amount: str | None
+    currency: str | None
+    event_id: str
+
+
+class FiredMaturity(msgspec.Struct, array_like=True, gc=False):
+    """A maturity already alerted, remembered so a repeated announcement does not alert again."""
+
+    due: int
+    product_id: str
+
+
+class Debit(msgspec.Struct, array_like=True, gc=False, order=True):
+    """A customer debit inside the longest outflow window; ordered by time (then amount)."""
+
+    at: int
+    cents: int
+    external: int
+    """1 when the money went to another bank (an integer: that is how earlier records stored it)."""
+
+
+class AumMark(msgspec.Struct, array_like=True, gc=False):
+    """AUM `aum` was held until `until`: one step of the falling staircase of past AUM levels."""
+
+    until: int
+    aum: int
+
+
+class Cooldown(msgspec.Struct, array_like=True, gc=False):
+    """The last alert of a type that was sent: when, and how severe (SEVERITY_RANK)."""
+
+    at: int
+    rank: int
+
+
+# gc=False: a state holds only dicts, lists, scalars and the structs above, never a reference
+# cycle, so the collector need not track the hundred thousand states a worker keeps decoded.
 class ClientState(msgspec.Struct, array_like=True, gc=False):
     """Everything the rules remember about a client. Money in cents, times in epoch µs."""
 
@@ -37,16 +80,16 @@ class ClientState(msgspec.Struct, array_like=True, gc=False):
     dormant_base: int | None = None
     """The quiet period (its start) a dormancy alert was sent for; None when active."""
     rm_contact_alerted_due: int | None = None
-    maturities: list[list[Any]] = field(default_factory=list)
-    """Pending [due, product_id, maturity_date, amount, currency, event_id], sorted by due."""
-    maturities_fired: list[list[Any]] = field(default_factory=list)
-    """[due, product_id] already alerted, kept until the maturity is well past."""
-    debits: list[list[int]] = field(default_factory=list)
-    """Customer debits [time, cents, external] within the longest outflow window."""
-    aum_marks: list[list[int]] = field(default_factory=list)
-    """[until, aum]: past AUM levels with the time each ended, falling AUM (the drain-window maximum)."""
-    cooldowns: dict[str, list[int]] = field(default_factory=dict)
-    """Alert type -> [time, severity rank] of the last alert sent."""
+    maturities: list[Maturity] = field(default_factory=list)
+    """Pending maturities, sorted by due time."""
+    maturities_fired: list[FiredMaturity] = field(default_factory=list)
+    """Maturities already alerted, kept until they are well past."""
+    debits: list[Debit] = field(default_factory=list)
+    """Customer debits within the longest outflow window, in time order."""
+    aum_marks: list[AumMark] = field(default_factory=list)
+    """Past AUM levels with the time each ended, falling AUM (for the drain window's maximum)."""
+    cooldowns: dict[str, Cooldown] = field(default_factory=dict)
+    """Alert type -> the last alert of that type sent."""
     seen: dict[str, int] = field(default_factory=dict)
     """Event id -> occurred time, for dropping re-deliveries."""
     watermark: int = 0
@@ -59,7 +102,7 @@ class ClientState(msgspec.Struct, array_like=True, gc=False):
     @classmethod
     def from_bytes(cls, raw: bytes) -> ClientState:
         if raw[:1] in _MAP_MARKERS:
-            return cls(**_LEGACY_DECODER.decode(raw))
+            return cls(**msgspec.structs.asdict(_MAP_FORM_DECODER.decode(raw)))
         return _DECODER.decode(raw)
 
     def snapshot(self) -> dict[str, Any]:
@@ -80,5 +123,20 @@ class ClientState(msgspec.Struct, array_like=True, gc=False):
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ClientState)
-_LEGACY_DECODER = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+def _map_form(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """The earlier stored form of `cls`: the same fields, as a map of field names."""
+    fields: list[Any] = []
+    for f in msgspec.structs.fields(cls):
+        if f.default is not msgspec.NODEFAULT:
+            fields.append((f.name, f.type, f.default))
+        elif f.default_factory is not msgspec.NODEFAULT:
+            fields.append((f.name, f.type, msgspec.field(default_factory=f.default_factory)))
+        else:
+            fields.append((f.name, f.type))
+    return msgspec.defstruct(f"{cls.__name__}MapForm", fields)
+
+
+_MAP_FORM_DECODER = msgspec.msgpack.Decoder(_map_form(ClientState))
 _MAP_MARKERS = frozenset(bytes([b]) for b in (*range(0x80, 0x90), 0xDE, 0xDF))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from handlers.state import ClientState
+from handlers.state import AumMark, ClientState, Cooldown, Debit, FiredMaturity, Maturity
 
 
 def _busy_state() -> ClientState:
@@ -22,15 +22,31 @@ def _busy_state() -> ClientState:
         last_rm_contact=1_780_000_000_000_000,
         dormant_base=None,
         rm_contact_alerted_due=1_779_000_000_000_000,
-        maturities=[[1_790_000_000_000_000, "td-1", "2026-09-01", "1000.00", "EUR", "e-9"]],
-        maturities_fired=[[1_770_000_000_000_000, "td-0"]],
-        debits=[[1_781_188_617_000_000, 16_544, 0], [1_781_188_700_000_000, 500_000, 1]],
-        aum_marks=[[1_781_188_617_000_000, 3_937_991]],
-        cooldowns={"large_outflow": [1_781_188_700_000_000, 2]},
+        maturities=[Maturity(1_790_000_000_000_000, "td-1", "2026-09-01", "1000.00", "EUR", "e-9")],
+        maturities_fired=[FiredMaturity(1_770_000_000_000_000, "td-0")],
+        debits=[Debit(1_781_188_617_000_000, 16_544, 0), Debit(1_781_188_700_000_000, 500_000, 1)],
+        aum_marks=[AumMark(1_781_188_617_000_000, 3_937_991)],
+        cooldowns={"large_outflow": Cooldown(1_781_188_700_000_000, 2)},
         seen={"b-000243625": 1_781_188_617_000_000, "b-000243626": 1_781_188_700_000_000},
         watermark=1_781_188_700_000_000,
         closed=False,
     )
+
+
+STORED_BEFORE_NAMED_STRUCTS = bytes.fromhex(
+    "dc0015a8632d30303030343282ae616363742d3030303034322d3031ce003bd627ae616363742d3030303034322d3032d1fb50ce00"
+    "3bd177a4676f6c64cf0006474846204000a6726d2d313634a672657461696ccf0006474846204000c3cf000653fb4acb5440cf0006"
+    "52e68bb34000c0cf000651fdb70e30009196cf00065bfeda25e000a474642d31aa323032362d30392d3031a7313030302e3030a345"
+    "5552a3652d399192cf000649ce3d40a000a474642d309293cf000653fb4acb5440cd40a00093cf000653fb4fbdcf00ce0007a12001"
+    "9192cf000653fb4acb5440ce003c16c781ad6c617267655f6f7574666c6f7792cf000653fb4fbdcf000282ab622d30303032343336"
+    "3235cf000653fb4acb5440ab622d303030323433363236cf000653fb4fbdcf00cf000653fb4fbdcf00c2"
+)
+"""`_busy_state()` as the worker stored it when maturities, debits, marks and cooldowns were bare lists."""
+
+
+def test_reads_a_record_stored_when_the_nested_values_were_lists() -> None:
+    assert ClientState.from_bytes(STORED_BEFORE_NAMED_STRUCTS) == _busy_state()
+    assert _busy_state().to_bytes() == STORED_BEFORE_NAMED_STRUCTS  # and writes the very same bytes
 
 
 def test_round_trip_is_exact() -> None:
