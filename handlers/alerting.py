@@ -11,7 +11,8 @@ from handlers.ruleset import Ruleset
 from handlers.state import ClientState, Cooldown
 from handlers.timeutil import from_us
 from handlers.trusted import construct
-from schemas.alerts import SEVERITY_RANK, Alert
+from schemas.alerts import Alert
+from schemas.values import SEVERITY_RANK
 
 
 def alert_id(client_id: str, alert_type: str, trigger: str) -> str:

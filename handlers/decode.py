@@ -6,26 +6,21 @@ import base64
 import functools
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
 
 from pydantic import ValidationError
 
 from handlers.fastdecode import fast_decode
 from handlers.ruleset import Ruleset
 from schemas.alerts import DeadLetter
+from schemas.errors import error_texts
 from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
 from schemas.limits import MAX_MESSAGE_BYTES, MAX_RAW_IN_DEADLETTER
+from schemas.topics import INPUT_TOPICS, EventKind
 
-EventKind = Literal["transactions", "interactions", "clients"]
 MODELS: dict[EventKind, type[TransactionEvent] | type[InteractionEvent] | type[ClientEvent]] = {
     "transactions": TransactionEvent,
     "interactions": InteractionEvent,
     "clients": ClientEvent,
-}
-TOPIC_SUFFIXES: dict[str, EventKind] = {
-    "bank.transactions.v1": "transactions",
-    "bank.interactions.v1": "interactions",
-    "bank.clients.v1": "clients",
 }
 _MAX_ERRORS = 3
 
@@ -42,7 +37,7 @@ class Rejection:
 @functools.lru_cache(maxsize=256)
 def kind_of_topic(topic: str) -> EventKind | None:
     """Map a (possibly prefixed) topic name to its event kind (asked once per message, so cached)."""
-    for suffix, kind in TOPIC_SUFFIXES.items():
+    for suffix, kind in INPUT_TOPICS.items():
         if topic.endswith(suffix):
             return kind
     return None
@@ -50,16 +45,10 @@ def kind_of_topic(topic: str) -> EventKind | None:
 
 def _describe(exc: ValidationError) -> Rejection:
     errors = exc.errors(include_url=False, include_input=False)
-    if any(e["type"] == "json_invalid" for e in errors):
-        msg = next(e["msg"] for e in errors if e["type"] == "json_invalid")
-        return Rejection("invalid_json", f"not valid JSON: {msg}")
-    parts = []
-    for err in errors[:_MAX_ERRORS]:
-        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
-        parts.append(f"{loc}: {err['msg']}")
-    if len(errors) > _MAX_ERRORS:
-        parts.append(f"and {len(errors) - _MAX_ERRORS} more")
-    return Rejection("schema", "; ".join(parts))
+    invalid_json = next((e["msg"] for e in errors if e["type"] == "json_invalid"), None)
+    if invalid_json is not None:
+        return Rejection("invalid_json", f"not valid JSON: {invalid_json}")
+    return Rejection("schema", "; ".join(error_texts(exc, limit=_MAX_ERRORS)))
 
 
 def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset) -> Event | Rejection:

@@ -14,13 +14,26 @@ from __future__ import annotations
 import re
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
 from handlers.trusted import construct as _construct
 from schemas.events import ClientEvent, Counterparty, InteractionEvent, Product, TransactionEvent
 from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_YEAR
+from schemas.values import (
+    ClientEventKind,
+    ComplaintSeverity,
+    CounterpartyBank,
+    Direction,
+    InteractionChannel,
+    InteractionInitiator,
+    InteractionKind,
+    Segment,
+    TransactionChannel,
+    TransactionInitiator,
+    TransactionKind,
+)
 
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})\Z")
 _MAX_WHOLE_DIGITS = MAX_AMOUNT_DIGITS - MAX_DECIMAL_PLACES
@@ -37,7 +50,7 @@ class _Unsure(Exception):
 
 
 class _Counterparty(msgspec.Struct):
-    bank: Literal["internal", "external"]
+    bank: CounterpartyBank
     name: Text | None = None
 
 
@@ -48,10 +61,10 @@ class _Tx(msgspec.Struct):
     account_id: Text
     amount: Amount
     currency: Ccy
-    direction: Literal["credit", "debit"]
-    kind: Literal["deposit", "withdrawal", "transfer", "payment", "salary", "interest", "fee", "card", "other"]
-    channel: Literal["branch", "atm", "mobile", "online", "phone", "pos", "batch"]
-    initiated_by: Literal["customer", "bank"]
+    direction: Direction
+    kind: TransactionKind
+    channel: TransactionChannel
+    initiated_by: TransactionInitiator
     balance_after: Amount | None = None
     counterparty: _Counterparty | None = None
 
@@ -60,11 +73,11 @@ class _Interaction(msgspec.Struct):
     event_id: EventId
     client_id: ClientId
     occurred_at: str
-    kind: Literal["visit", "call", "message", "meeting", "complaint", "feedback", "inquiry", "product_purchase"]
-    channel: Literal["branch", "phone", "mobile", "online", "onsite"]
-    initiated_by: Literal["customer", "rm"]
+    kind: InteractionKind
+    channel: InteractionChannel
+    initiated_by: InteractionInitiator
     rm_id: Text | None = None
-    severity: Literal["low", "medium", "high"] | None = None
+    severity: ComplaintSeverity | None = None
     satisfaction: Annotated[int, msgspec.Meta(ge=1, le=5)] | None = None
 
 
@@ -79,9 +92,9 @@ class _Client(msgspec.Struct):
     event_id: EventId
     client_id: ClientId
     occurred_at: str
-    kind: Literal["onboarded", "profile_updated", "rm_assigned", "product_maturing", "closed"]
+    kind: ClientEventKind
     rm_id: Text | msgspec.UnsetType | None = msgspec.UNSET
-    segment: Literal["retail", "corporate"] | None = None
+    segment: Segment | None = None
     product: _Product | None = None
 
 

@@ -11,7 +11,9 @@ from pydantic import ValidationError
 
 from handlers.timeutil import US_PER_DAY, US_PER_HOUR
 from schemas.alerts import ALERT_TYPES
-from schemas.rules import TIERS, RulesFile, format_errors
+from schemas.errors import error_texts
+from schemas.rules import RulesFile
+from schemas.values import TIERS
 
 TIER_RANK: dict[str, int] = {t: i for i, t in enumerate(TIERS)}
 
@@ -112,7 +114,8 @@ def parse_rules(text: str, origin: str = "rules file") -> Ruleset:
     try:
         rules = RulesFile.model_validate(data)
     except ValidationError as exc:
-        raise RulesError(f"{origin}: invalid rules\n{format_errors([dict(e) for e in exc.errors()])}") from None
+        lines = error_texts(exc, whole="(top level)")
+        raise RulesError(f"{origin}: invalid rules\n" + "\n".join(f"  {line}" for line in lines)) from None
     return Ruleset.compile(rules)
 
 

@@ -7,8 +7,7 @@ from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
-Severity = Literal["info", "warning", "critical"]
-SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+from schemas.values import Severity, Tier
 
 AlertType = Literal[
     "tier_upgrade",
@@ -25,8 +24,6 @@ AlertType = Literal[
     "no_rm_contact",
 ]
 ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
-
-Tier = Literal["mass", "gold", "platinum", "diamond", "private"]
 
 
 class Alert(BaseModel):

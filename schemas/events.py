@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -23,6 +23,19 @@ from pydantic import (
 )
 
 from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_YEAR
+from schemas.values import (
+    ClientEventKind,
+    ComplaintSeverity,
+    CounterpartyBank,
+    Direction,
+    InteractionChannel,
+    InteractionInitiator,
+    InteractionKind,
+    Segment,
+    TransactionChannel,
+    TransactionInitiator,
+    TransactionKind,
+)
 
 
 def _require_rfc3339_text(value: Any) -> Any:
@@ -86,7 +99,7 @@ class _Event(BaseModel):
 class Counterparty(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    bank: Literal["internal", "external"]
+    bank: CounterpartyBank
     name: ShortText | None = None
 
 
@@ -94,20 +107,20 @@ class TransactionEvent(_Event):
     account_id: ShortText
     amount: PositiveMoney
     currency: Currency
-    direction: Literal["credit", "debit"]
-    kind: Literal["deposit", "withdrawal", "transfer", "payment", "salary", "interest", "fee", "card", "other"]
-    channel: Literal["branch", "atm", "mobile", "online", "phone", "pos", "batch"]
-    initiated_by: Literal["customer", "bank"]
+    direction: Direction
+    kind: TransactionKind
+    channel: TransactionChannel
+    initiated_by: TransactionInitiator
     balance_after: Money | None = None
     counterparty: Counterparty | None = None
 
 
 class InteractionEvent(_Event):
-    kind: Literal["visit", "call", "message", "meeting", "complaint", "feedback", "inquiry", "product_purchase"]
-    channel: Literal["branch", "phone", "mobile", "online", "onsite"]
-    initiated_by: Literal["customer", "rm"]
+    kind: InteractionKind
+    channel: InteractionChannel
+    initiated_by: InteractionInitiator
     rm_id: ShortText | None = None
-    severity: Literal["low", "medium", "high"] | None = None
+    severity: ComplaintSeverity | None = None
     satisfaction: Annotated[int, Field(ge=1, le=5, strict=True)] | None = None
 
 
@@ -121,9 +134,9 @@ class Product(BaseModel):
 
 
 class ClientEvent(_Event):
-    kind: Literal["onboarded", "profile_updated", "rm_assigned", "product_maturing", "closed"]
+    kind: ClientEventKind
     rm_id: ShortText | None = None
-    segment: Literal["retail", "corporate"] | None = None
+    segment: Segment | None = None
     product: Product | None = None
 
     @model_validator(mode="after")

@@ -6,13 +6,12 @@ import hashlib
 import itertools
 import json
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from schemas.alerts import ALERT_TYPES, Tier
-
-TIERS: tuple[Tier, ...] = ("mass", "gold", "platinum", "diamond", "private")
+from schemas.alerts import ALERT_TYPES
+from schemas.values import TIERS, Tier
 
 NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
@@ -106,12 +105,3 @@ class RulesFile(_Strict):
     @property
     def rule_version(self) -> str:
         return f"{self.version}+{self.content_hash()}"
-
-
-def format_errors(errors: list[dict[str, Any]]) -> str:
-    """One line per problem, naming the key path, for operators reading a start-up failure."""
-    lines = []
-    for err in errors:
-        path = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
-        lines.append(f"  {path}: {err.get('msg', 'invalid')}")
-    return "\n".join(lines)

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.alerts import Tier
+from schemas.values import Segment, Tier
 
 
 class ClientSnapshot(BaseModel):
@@ -19,9 +18,13 @@ class ClientSnapshot(BaseModel):
     tier: Tier | None = None
     aum: Decimal = Field(allow_inf_nan=False, max_digits=30)
     rm_id: str | None = Field(None, max_length=64)
-    segment: Literal["retail", "corporate"] | None = None
+    segment: Segment | None = None
     last_activity: AwareDatetime | None = None
     last_rm_contact: AwareDatetime | None = None
     dormant: bool = False
     closed: bool = False
     as_of: AwareDatetime | None = None
+
+
+SNAPSHOT_FIELDS: tuple[str, ...] = tuple(ClientSnapshot.model_fields)
+"""The snapshot's fields in order: the worker publishes them, the store's columns are named after them."""

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from schemas import topics
+from schemas.errors import error_texts
 
 DEFAULT_RULES = Path(__file__).resolve().parent.parent / "rules" / "default.yaml"
 
@@ -50,32 +54,31 @@ class Settings(BaseSettings):
 
     @property
     def transactions_topic(self) -> str:
-        return self.topic("bank.transactions.v1")
+        return self.topic(topics.TRANSACTIONS)
 
     @property
     def interactions_topic(self) -> str:
-        return self.topic("bank.interactions.v1")
+        return self.topic(topics.INTERACTIONS)
 
     @property
     def clients_topic(self) -> str:
-        return self.topic("bank.clients.v1")
+        return self.topic(topics.CLIENTS)
 
     @property
     def alerts_topic(self) -> str:
-        return self.topic("rm.alerts.v1")
+        return self.topic(topics.ALERTS)
 
     @property
     def deadletter_topic(self) -> str:
-        return self.topic("bank.deadletter.v1")
+        return self.topic(topics.DEADLETTER)
 
     @property
     def snapshots_topic(self) -> str:
-        """Compacted: the latest picture of each client, for the alert store's client table."""
-        return self.topic("clientpulse.snapshots.v1")
+        return self.topic(topics.SNAPSHOTS)
 
     @property
     def ticks_topic(self) -> str:
-        return self.topic(f"{self.app_id}.ticks.v1")
+        return self.topic(f"{self.app_id}.{topics.TICKS_SUFFIX}")
 
     @property
     def input_topics(self) -> tuple[str, str, str]:
@@ -97,9 +100,10 @@ def load_settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            field = str(err["loc"][0]) if err["loc"] else "?"
-            env = ENV_NAMES.get(field, field)
-            lines.append(f"  {env}: {err['msg']} (got {err.get('input')!r})")
-        raise ConfigError("clientpulse: invalid configuration\n" + "\n".join(lines)) from None
+        lines = error_texts(exc, whole="?", locate=_env_of, with_input=True)
+        raise ConfigError("clientpulse: invalid configuration\n" + "\n".join(f"  {line}" for line in lines)) from None
+
+
+def _env_of(loc: Sequence[Any]) -> str:
+    field = str(loc[0]) if loc else "?"
+    return ENV_NAMES.get(field, field)

@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from handlers.access import Principal, Role, Scope  # noqa: F401  (part of this module's interface)
+from schemas.errors import error_texts
 
 SCHEME = "scrypt"
 DEFAULT_LOG2_N = 14
@@ -191,10 +192,7 @@ def parse_token_config(text: str, source: str = "token configuration") -> list[T
         try:
             entry = TokenEntry.model_validate(item)
         except ValidationError as exc:
-            detail = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}"
-                for err in exc.errors(include_url=False, include_input=False)
-            )
+            detail = "; ".join(error_texts(exc, whole="entry"))
             raise AuthConfigError(f"{source}: token #{i + 1}: {detail}") from None
         if entry.name in names:
             raise AuthConfigError(f"{source}: token #{i + 1}: duplicate name {entry.name!r}")

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from handlers.decode import Rejection, dead_letter
 from handlers.ruleset import Ruleset
 from schemas.alerts import Alert
+from schemas.errors import error_texts
 from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.snapshot import ClientSnapshot
 from streams import __version__, metrics
@@ -66,11 +67,9 @@ def parse_message(model: type[M], raw: bytes | None) -> M | Rejection:
     try:
         parsed = model.model_validate_json(raw)
     except ValidationError as exc:
-        errors = exc.errors(include_url=False, include_input=False)
-        if any(e["type"] == "json_invalid" for e in errors):
+        if any(e["type"] == "json_invalid" for e in exc.errors(include_url=False, include_input=False)):
             return Rejection("invalid_json", "not valid JSON")
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or '(message)'}: {e['msg']}" for e in errors[:3])
-        return Rejection("schema", detail)
+        return Rejection("schema", "; ".join(error_texts(exc, limit=3)))
     if _has_nul(parsed.model_dump(mode="json")):
         return Rejection("schema", "a text field contains a NUL character")
     return parsed

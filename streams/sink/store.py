@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from importlib import resources
 from typing import Any
 
@@ -23,7 +24,7 @@ import orjson
 from handlers.access import Scope
 from handlers.lifecycle import TRANSITIONS
 from schemas.alerts import Alert
-from schemas.snapshot import ClientSnapshot
+from schemas.snapshot import SNAPSHOT_FIELDS, ClientSnapshot
 
 log = logging.getLogger(__name__)
 
@@ -171,19 +172,16 @@ def _event_json(row: asyncpg.Record) -> dict[str, Any]:
 
 
 def _snapshot_json(row: asyncpg.Record) -> dict[str, Any]:
-    return {
-        "client_id": row["client_id"],
-        "tier": row["tier"],
-        "aum": str(row["aum"]),
-        "rm_id": row["rm_id"],
-        "segment": row["segment"],
-        "last_activity": _iso(row["last_activity"]),
-        "last_rm_contact": _iso(row["last_rm_contact"]),
-        "dormant": row["dormant"],
-        "closed": row["closed"],
-        "as_of": _iso(row["as_of"]),
-        "updated_at": _iso(row["updated_at"]),
-    }
+    """A stored snapshot in the published shape (money as text, times RFC 3339), plus when it was stored."""
+    out: dict[str, Any] = {}
+    for name in (*SNAPSHOT_FIELDS, "updated_at"):
+        value = row[name]
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Decimal):
+            value = str(value)
+        out[name] = value
+    return out
 
 
 class _Query:
@@ -244,15 +242,14 @@ WITH ins AS (
 INSERT INTO alert_events (alert_id, at, actor, actor_role, from_status, to_status)
 SELECT alert_id, stored_at, '{SYSTEM_ACTOR}', 'system', NULL, 'open' FROM ins
 """
-_UPSERT_SNAPSHOT = """
-INSERT INTO client_snapshots
-    (client_id, tier, aum, rm_id, segment, last_activity, last_rm_contact, dormant, closed, as_of, updated_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now())
-ON CONFLICT (client_id) DO UPDATE SET
-    tier = EXCLUDED.tier, aum = EXCLUDED.aum, rm_id = EXCLUDED.rm_id, segment = EXCLUDED.segment,
-    last_activity = EXCLUDED.last_activity, last_rm_contact = EXCLUDED.last_rm_contact,
-    dormant = EXCLUDED.dormant, closed = EXCLUDED.closed, as_of = EXCLUDED.as_of, updated_at = now()
-"""
+_SNAPSHOT_COLUMNS = ", ".join(SNAPSHOT_FIELDS)
+_UPSERT_SNAPSHOT = (
+    f"INSERT INTO client_snapshots ({_SNAPSHOT_COLUMNS}, updated_at)"
+    f" VALUES ({', '.join(f'${i}' for i in range(1, len(SNAPSHOT_FIELDS) + 1))}, now())"
+    " ON CONFLICT (client_id) DO UPDATE SET "
+    + ", ".join(f"{c} = EXCLUDED.{c}" for c in SNAPSHOT_FIELDS if c != "client_id")
+    + ", updated_at = now()"
+)
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -388,21 +385,7 @@ class AlertStore:
             latest[snap.client_id] = snap
         if not latest:
             return 0
-        rows = [
-            (
-                s.client_id,
-                s.tier,
-                s.aum,
-                s.rm_id,
-                s.segment,
-                s.last_activity,
-                s.last_rm_contact,
-                s.dormant,
-                s.closed,
-                s.as_of,
-            )
-            for s in latest.values()
-        ]
+        rows = [tuple(getattr(s, name) for name in SNAPSHOT_FIELDS) for s in latest.values()]
         async with self._require().acquire() as conn, conn.transaction():
             await conn.executemany(_UPSERT_SNAPSHOT, rows)
         return len(rows)
@@ -494,8 +477,7 @@ class AlertStore:
     async def get_client(self, client_id: str) -> dict[str, Any] | None:
         async with self._require().acquire() as conn:
             row = await conn.fetchrow(
-                "SELECT client_id, tier, aum, rm_id, segment, last_activity, last_rm_contact, dormant, closed,"
-                " as_of, updated_at FROM client_snapshots WHERE client_id = $1",
+                f"SELECT {_SNAPSHOT_COLUMNS}, updated_at FROM client_snapshots WHERE client_id = $1",
                 client_id,
             )
         return _snapshot_json(row) if row is not None else None

@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-u
 
 from handlers.replay import Replay
 from handlers.ruleset import load_rules
+from schemas.topics import INTERACTIONS
 from streams.gc_tuning import tune_gc
 from streams.settings import ENV_NAMES, Settings, load_settings
 from streams.tools.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
@@ -258,7 +259,7 @@ async def _latency(settings: Settings, rate: float, seconds: float) -> list[floa
                     "initiated_by": "customer",
                     "severity": "low",
                 }
-                topic, key = "bank.interactions.v1", client.client_id
+                topic, key = INTERACTIONS, client.client_id
                 sent_at[str(value["event_id"])] = time.perf_counter()
             else:
                 topic, key, value = bank.event(at)

@@ -12,9 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-TRANSACTIONS = "bank.transactions.v1"
-INTERACTIONS = "bank.interactions.v1"
-CLIENTS = "bank.clients.v1"
+from schemas.topics import CLIENTS, INTERACTIONS, TRANSACTIONS
 
 Record = tuple[str, str, dict[str, object]]
 """(topic without prefix, key, value)."""

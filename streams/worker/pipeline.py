@@ -36,7 +36,7 @@ from handlers.jsonbytes import dumps as json_bytes
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us, wall_us
-from schemas.rules import TIERS
+from schemas.values import TIERS
 from streams import metrics
 from streams.faust_ext import tuning as faust_tuning
 from streams.faust_ext.inbox import Inbox, InboxApp

@@ -19,10 +19,7 @@ from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
 from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
-
-TRANSACTIONS = "bank.transactions.v1"
-INTERACTIONS = "bank.interactions.v1"
-CLIENTS = "bank.clients.v1"
+from schemas.topics import CLIENTS, INTERACTIONS, TRANSACTIONS
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 """A Monday morning; tests place events relative to it."""

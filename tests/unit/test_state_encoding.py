@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import msgspec
 
 from handlers.state import AumMark, ClientState, Cooldown, Debit, FiredMaturity, Maturity
+from schemas.snapshot import SNAPSHOT_FIELDS, ClientSnapshot
 
 
 def _busy_state() -> ClientState:
@@ -80,3 +83,11 @@ def test_fields_added_at_the_end_stay_readable_both_ways() -> None:
     newer = msgspec.msgpack.encode(Later(**msgspec.structs.asdict(state), added_later=9))
     assert ClientState.from_bytes(newer) == state  # older code ignores the trailing item
     assert msgspec.msgpack.decode(state.to_bytes(), type=Later).added_later == 7  # newer code takes the default
+
+
+def test_the_snapshot_has_the_published_shape() -> None:
+    snapshot = _busy_state().snapshot()
+    assert tuple(snapshot) == SNAPSHOT_FIELDS
+    parsed = ClientSnapshot.model_validate(snapshot)
+    assert parsed.aum == Decimal("39202.47") and parsed.tier == "gold" and parsed.rm_id == "rm-164"
+    assert "acct-000042-01" not in str(snapshot)

@@ -1,0 +1,24 @@
+"""Topic names (defaults; a configurable prefix goes in front of each) and what each input topic carries."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+TRANSACTIONS = "bank.transactions.v1"
+INTERACTIONS = "bank.interactions.v1"
+CLIENTS = "bank.clients.v1"
+"""Compacted: reference data, latest wins per client; a null value erases the client."""
+ALERTS = "rm.alerts.v1"
+DEADLETTER = "bank.deadletter.v1"
+SNAPSHOTS = "clientpulse.snapshots.v1"
+"""Compacted: the latest picture of each client, for the alert store's client table."""
+TICKS_SUFFIX = "ticks.v1"
+"""The clock-tick topic is `<app id>.ticks.v1`: each application (live, shadow) ticks its own partitions."""
+
+EventKind = Literal["transactions", "interactions", "clients"]
+INPUT_TOPICS: dict[str, EventKind] = {
+    TRANSACTIONS: "transactions",
+    INTERACTIONS: "interactions",
+    CLIENTS: "clients",
+}
+"""The input topics, co-partitioned by client_id, and the kind of event each carries."""
