@@ -13,16 +13,18 @@ from datetime import UTC, datetime
 
 import orjson
 
-from handlers import engine
-from handlers.alerting import Outcome
-from handlers.decode import Rejection, decode, kind_of_topic
-from handlers.due_index import DueIndex
+from handlers.batch import BatchProcessor, Record
+from handlers.decode import kind_of_topic
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
 
 MAX_REPORTED_PROBLEMS = 100
+REPLAY_PARTITION = 0
+"""A replay keeps one clock for all its records, as if they came from one partition."""
+DEFAULT_BATCH = 1000
+_SWEEP = {REPLAY_PARTITION: 0}
 
 
 @dataclass
@@ -32,6 +34,7 @@ class ReplaySummary:
     dead_letters: Counter[str] = field(default_factory=Counter)
     suppressed: Counter[str] = field(default_factory=Counter)
     duplicates: int = 0
+    erased: int = 0
     bad_lines: int = 0
     problems: list[str] = field(default_factory=list)
     """The first problems found, each with its line number."""
@@ -53,6 +56,7 @@ class ReplaySummary:
         out.append(f"suppressed by cooldown: {sum(self.suppressed.values())}")
         out += [f"  {t:<24} {n:>10}" for t, n in sorted(self.suppressed.items())]
         out.append(f"duplicates ignored:     {self.duplicates}")
+        out.append(f"clients erased:         {self.erased}")
         out.append(f"dead letters:           {sum(self.dead_letters.values())}")
         out += [f"  {r:<24} {n:>10}" for r, n in sorted(self.dead_letters.items())]
         out.append(f"unreadable lines:       {self.bad_lines}")
@@ -63,72 +67,65 @@ class ReplaySummary:
 
 
 class Replay:
-    """Feeds events in order; `sweep_every` spaces the clock sweeps (results do not depend on it)."""
+    """Feeds a replay's records through the batch processor the workers use, all on one partition.
 
-    def __init__(self, rules: Ruleset, sweep_every: int = 1, detected_at: datetime | None = None) -> None:
+    Records go to the processor `sweep_every` at a time, and each batch ends
+    with a sweep of the clock rules due by the clock (the watermark); a client's
+    own due rules fire before each of its events anyway, so the spacing changes
+    only the order in which alerts come out, never which alerts.
+    """
+
+    def __init__(self, rules: Ruleset, sweep_every: int = DEFAULT_BATCH, detected_at: datetime | None = None) -> None:
         self.rules = rules
         self.sweep_every = max(1, sweep_every)
         self.detected_at = detected_at or datetime.now(UTC)
         self.states: dict[str, ClientState] = {}
-        self.index = DueIndex()
-        self.watermark = 0
+        self.processor = BatchProcessor(rules, clock="event")
         self.summary = ReplaySummary()
-        self._since_sweep = 0
 
-    def _collect(self, outcome: Outcome) -> list[Alert]:
-        for alert in outcome.alerts:
-            self.summary.alerts_by_type[(alert.type, alert.severity)] += 1
-        for alert_type in outcome.suppressed:
-            self.summary.suppressed[alert_type] += 1
-        return outcome.alerts
+    @property
+    def watermark(self) -> int:
+        """The replay's clock: the largest occurred_at so far (or the `until` it was finished at)."""
+        return self.processor.clocks.get(REPLAY_PARTITION, 0)
 
-    def sweep(self, now: int) -> list[Alert]:
-        alerts: list[Alert] = []
-        for client_id in self.index.pop_due(now):
-            state = self.states[client_id]
-            alerts += self._collect(engine.advance(self.rules, state, now, self.detected_at))
-            self.index.note(client_id, engine.next_due(self.rules, state))
-        return alerts
+    def _run(self, records: list[Record], until: int | None = None) -> list[Alert]:
+        if until is not None:
+            result = self.processor.finish(until, self.states.get, self.detected_at)
+        else:
+            result = self.processor.process(
+                records, self.states.get, wall_now=0, received_at=self.detected_at, ticks=_SWEEP
+            )
+        summary, counts = self.summary, result.counts
+        summary.events_by_topic.update(counts.consumed)
+        for (_topic, reason), n in counts.rejected.items():
+            summary.dead_letters[reason] += n
+        summary.duplicates += sum(counts.duplicates.values())
+        summary.alerts_by_type.update(counts.alerts)
+        summary.suppressed.update(counts.suppressed)
+        summary.erased += counts.erased
+        for _key, letter in result.dead_letters:
+            summary.problem(letter.offset, f"dead letter ({letter.reason}): {letter.error}")
+        for client_id, entry in result.touched.items():
+            self.states[client_id] = entry.state
+        for client_id in result.erased:
+            self.states.pop(client_id, None)
+        return result.alerts
 
     def feed_raw(self, topic: str, key: bytes | None, raw: bytes | None, line_no: int = 0) -> list[Alert]:
-        kind = kind_of_topic(topic)
-        if kind is None:
+        """One record as its own batch (then the clock is swept)."""
+        if kind_of_topic(topic) is None:
             self.summary.bad_lines += 1
             self.summary.problem(line_no, f"unknown topic {topic!r}")
             return []
-        self.summary.events_by_topic[topic] += 1
-        decoded = decode(kind, key, raw, self.rules)
-        if isinstance(decoded, Rejection):
-            self.summary.dead_letters[decoded.reason] += 1
-            self.summary.problem(line_no, f"dead letter ({decoded.reason}): {decoded.error}")
-            return []
-        occurred = to_us(decoded.occurred_at)
-        if occurred > self.watermark:
-            self.watermark = occurred
-        alerts: list[Alert] = []
-        self._since_sweep += 1
-        if self._since_sweep >= self.sweep_every:
-            self._since_sweep = 0
-            alerts += self.sweep(self.watermark)
-        client_id = decoded.client_id
-        state = self.states.get(client_id)
-        if state is None:
-            state = self.states[client_id] = ClientState(client_id)
-        outcome = engine.apply(self.rules, state, decoded, self.watermark, self.detected_at)
-        if outcome.duplicate:
-            self.summary.duplicates += 1
-        alerts += self._collect(outcome)
-        self.index.note(client_id, engine.next_due(self.rules, state))
-        return alerts
+        return self._run([Record(topic, REPLAY_PARTITION, line_no, key, raw)])
 
     def finish(self, until: datetime | None = None) -> list[Alert]:
-        now = self.watermark
-        if until is not None:
-            now = max(now, to_us(until))
-        return self.sweep(now)
+        """Sweep at the end: the clock moves to `until` if that is later than the watermark."""
+        return self._run([], until=max(self.watermark, to_us(until)) if until is not None else self.watermark)
 
     def run_lines(self, lines: Iterable[bytes | str], until: datetime | None = None) -> Iterator[Alert]:
         """Replay JSON lines of {"topic", "key", "value"}; bad lines are counted, never fatal."""
+        batch: list[Record] = []
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
@@ -137,7 +134,17 @@ class Replay:
                 self.summary.bad_lines += 1
                 self.summary.problem(line_no, parsed)
                 continue
-            yield from self.feed_raw(*parsed, line_no=line_no)
+            topic, key, raw = parsed
+            if kind_of_topic(topic) is None:
+                self.summary.bad_lines += 1
+                self.summary.problem(line_no, f"unknown topic {topic!r}")
+                continue
+            batch.append(Record(topic, REPLAY_PARTITION, line_no, key, raw))
+            if len(batch) >= self.sweep_every:
+                yield from self._run(batch)
+                batch = []
+        if batch:
+            yield from self._run(batch)
         yield from self.finish(until)
 
 

@@ -45,6 +45,13 @@ CONSUMER_LAG = Gauge(
 )
 CLOCK_SWEEPS = Counter("clientpulse_clock_sweeps", "Clock ticks processed")
 STATE_WRITES = Counter("clientpulse_state_writes", "Client state records written to the changelog")
+CLIENTS_ERASED = Counter(
+    "clientpulse_clients_erased", "Clients whose state was erased by a tombstone on the clients topic"
+)
+CHANGELOG_SPLIT_KEYS = Counter(
+    "clientpulse_changelog_split_keys",
+    "Clients found in more than one changelog partition at recovery (input once produced with another partitioner)",
+)
 
 # ------------------------------------------------------------------ sink
 STORE_WRITES = Counter("clientpulse_alert_store_writes", "Alerts written to PostgreSQL (new or already stored)")

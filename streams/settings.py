@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./clientpulse-data"), validation_alias=_env("CLIENTPULSE_DATA_DIR"))
     session_timeout: float = Field(30.0, validation_alias=_env("CLIENTPULSE_SESSION_TIMEOUT"), ge=1, le=600)
     recovery_check: bool = Field(True, validation_alias=_env("CLIENTPULSE_RECOVERY_CHECK"))
+    end_offset_probe: bool = Field(
+        False,
+        validation_alias=_env("CLIENTPULSE_END_OFFSET_PROBE"),
+        description="Check each changelog's end offset by a fetch before table recovery trusts it. Only for "
+        "brokers whose ListOffsets answers are not exact (the embedded one; the demo, tests and bench set it); "
+        "Kafka needs no probe.",
+    )
     log_level: str = Field("info", validation_alias=_env("CLIENTPULSE_LOG_LEVEL"))
     snapshot_seconds: float = Field(10.0, validation_alias=_env("CLIENTPULSE_SNAPSHOT_SECONDS"), gt=0)
     api_host: str = Field("0.0.0.0", validation_alias=_env("CLIENTPULSE_API_HOST"))

@@ -47,6 +47,7 @@ def make_settings(bootstrap: str, prefix: str, **overrides: Any) -> Settings:
         "partitions": 4,
         "session_timeout": 6.0,
         "recovery_check": False,
+        "end_offset_probe": not os.environ.get("CLIENTPULSE_TEST_BOOTSTRAP"),
     }
     values.update(overrides)
     return Settings(**values)
@@ -108,6 +109,17 @@ class WorkerProcess:
                 return status
             time.sleep(0.3)
         raise AssertionError(f"worker not ready after {timeout}s:\n{self.tail()}")
+
+    def wait_status(self, condition: Callable[[dict[str, Any]], bool], timeout: float = 60.0) -> dict[str, Any]:
+        """The worker's /status once `condition` holds for it."""
+        deadline = time.monotonic() + timeout
+        status: dict[str, Any] | None = None
+        while time.monotonic() < deadline:
+            status = self.status()
+            if status and condition(status):
+                return status
+            time.sleep(0.2)
+        raise AssertionError(f"worker status never met the condition; last {status}:\n{self.tail()}")
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"{self.web}/metrics", timeout=5) as resp:
@@ -186,3 +198,26 @@ async def consume(
     finally:
         await consumer.stop()
     return values
+
+
+async def consume_records(
+    bootstrap: str,
+    topic: str,
+    until: Callable[[list[Any]], bool],
+    timeout: float = 60.0,
+) -> list[Any]:
+    """Read a topic from the start as aiokafka records (tombstones included) until `until(records)` or timeout."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False, group_id=None
+    )
+    await consumer.start()
+    records: list[Any] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(records):
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                records.extend(msgs)
+    finally:
+        await consumer.stop()
+    return records

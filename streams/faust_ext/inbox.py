@@ -24,7 +24,11 @@ per message:
   drops messages of an older consumer generation (they are fetched again from
   the committed offsets).
 
-Depends on faust-streaming internals; pyproject pins the 0.15 series.
+The consumer also bounds the fetch wait: Faust fixes it at 1.5 s, and a
+broker that holds a fetch for the whole wait (as the embedded one does) adds
+that much latency to every alert.
+
+Depends on faust-streaming internals (INTERNALS.md); pyproject pins the exact version.
 """
 
 from __future__ import annotations
@@ -38,10 +42,10 @@ from typing import Any, cast
 import faust
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import Message
+from faust.types import TP, Message
 from mode.utils.queues import FlowControlEvent, FlowControlQueue
 
-from streams.faust_ext.recovery import FetchTableManager
+from streams.faust_ext.recovery import EndOffsetProbe, FetchTableManager
 
 _NOTHING: Any = object()
 
@@ -92,10 +96,42 @@ class Inbox:
             ack(message)
 
 
+def withhold(messages: Iterable[Message]) -> None:
+    """Keep the offsets of a batch that failed or was cancelled from ever being committed (at-least-once).
+
+    The messages are marked acked without telling the consumer: their offsets
+    never become committable (the consumer's acked set never has them), and a
+    stopping worker does not wait for them (it waits for tracked messages not
+    marked acked). The batch is read again after a restart or a rebalance.
+    """
+    for message in messages:
+        message.acked = True
+
+
+def committed_offset(app: faust.App, tp: TP) -> int | None:
+    """The next offset to consume that this worker committed for `tp` since the last rebalance, if any."""
+    offset = app.monitor.tp_committed_offsets.get(tp)
+    return None if offset is None else int(offset)
+
+
+class FetchWaitConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
+    """Faust's consumer thread with the fetch wait of the app's `fetch_max_wait_ms`."""
+
+    def _create_worker_consumer(self, transport: Any) -> Any:
+        consumer = super()._create_worker_consumer(transport)
+        wait = getattr(self.app, "fetch_max_wait_ms", None)
+        if wait is not None:
+            consumer._fetch_max_wait_ms = wait  # aiokafka reads it for every fetch request
+        return consumer
+
+
 class InboxConsumer(faust_aiokafka.Consumer):
     """Faust's aiokafka consumer with the inbox topics delivered in whole fetches."""
 
     inbox: Inbox | None = None
+
+    def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
+        return FetchWaitConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - exercised by the broker tests
         # Follows faust.transport.consumer.Consumer._drain_messages and .getmany
@@ -209,12 +245,25 @@ class InboxConsumer(faust_aiokafka.Consumer):
 
 
 class InboxApp(faust.App):
-    """A Faust app whose consumer delivers `inbox`'s topics, and table changelogs, in whole fetches."""
+    """A Faust app whose consumer delivers `inbox`'s topics, and table changelogs, in whole fetches.
+
+    `fetch_max_wait_ms` bounds the consumer's fetch wait; `end_offset_probe`
+    (for brokers whose ListOffsets answers are not exact, such as the
+    embedded one) makes table recovery check each changelog's end by a fetch.
+    """
 
     inbox: Inbox | None = None
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        fetch_max_wait_ms: int | None = None,
+        end_offset_probe: EndOffsetProbe | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("TableManager", FetchTableManager)
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.end_offset_probe = end_offset_probe
         super().__init__(*args, **kwargs)
 
     def _new_consumer(self) -> Any:

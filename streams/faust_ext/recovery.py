@@ -13,16 +13,30 @@ batch apply), but checks for the end of recovery once per list. Everything
 else (which partitions, from and to which offsets, standbys, the signals to
 resume streams) stays Faust's.
 
-Depends on faust-streaming internals; pyproject pins the 0.15 series.
+**End offsets that recovery can trust.** Faust reads a changelog up to the end
+offset that ListOffsets reports. Some Kafka-compatible brokers (the embedded
+Tansu among them) answer with the offset after the *first* record of the last
+record batch, and the worker writes each partition's states as one batch:
+recovery stopped short and a restarted worker went on from stale client state
+although the input offsets of the lost updates were committed. A Fetch
+response's high watermark is right on those brokers, so with an
+`EndOffsetProbe` (configured for such brokers only; on Kafka the two agree)
+each listed end offset is checked by fetching from just before it.
+
+Depends on faust-streaming internals (INTERNALS.md); pyproject pins the exact version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from time import monotonic
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from faust.tables.manager import TableManager
 from faust.tables.recovery import Recovery
 from faust.types import TP, EventT
@@ -30,6 +44,47 @@ from faust.utils.tracing import finish_span
 from mode import Service
 
 logger = logging.getLogger("faust.tables.recovery")
+log = logging.getLogger("clientpulse.worker")
+
+
+@dataclass(frozen=True)
+class EndOffsetProbe:
+    """How to reach the brokers for the end-offset check: addresses and the client's connection settings."""
+
+    bootstrap: str
+    client_options: Mapping[str, Any] = field(default_factory=dict)
+    timeout: float = 5.0
+
+    async def fetched_end_offsets(self, listed: Mapping[TP, int | None]) -> dict[TP, int | None]:
+        """`listed` end offsets, each raised to the high watermark a fetch from just before it reports."""
+        ends = dict(listed)
+        probes = {TopicPartition(tp.topic, tp.partition): tp for tp, end in listed.items() if end}
+        if not probes:
+            return ends
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, **self.client_options
+        )
+        await consumer.start()
+        try:
+            consumer.assign(list(probes))
+            for probe, tp in probes.items():
+                consumer.seek(probe, int(listed[tp] or 1) - 1)
+            pending = set(probes)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.timeout
+            while pending and loop.time() < deadline:
+                await consumer.getmany(*pending, timeout_ms=200, max_records=1)
+                for probe in list(pending):
+                    highwater = consumer.highwater(probe)
+                    if highwater is not None:
+                        tp = probes[probe]
+                        ends[tp] = max(int(listed[tp] or 0), int(highwater))
+                        pending.discard(probe)
+            if pending:
+                log.warning("no high watermark fetched for %s; using the listed end offsets", sorted(pending))
+        finally:
+            await consumer.stop()
+        return ends
 
 
 class FetchRecovery(Recovery):
@@ -39,6 +94,26 @@ class FetchRecovery(Recovery):
     """How long the last recovery took (end offsets, seeks, reading and applying), and what it applied."""
     last_records: int = 0
     _records: int = 0
+
+    async def _build_highwaters(self, consumer: Any, tps: set[TP], destination: Counter[TP], title: str) -> None:
+        """Faust's end offsets (kept as the last offset to read), each checked by a fetch when a probe is set."""
+        await super()._build_highwaters(consumer, tps, destination, title)
+        probe: EndOffsetProbe | None = getattr(self.app, "end_offset_probe", None)
+        if probe is None:
+            return
+        listed = {tp: destination[tp] + 1 for tp in tps if destination.get(tp) is not None and destination[tp] >= 0}
+        if not listed:
+            return
+        ends = await probe.fetched_end_offsets(listed)
+        corrected = {tp: end for tp, end in ends.items() if end is not None and end != listed[tp]}
+        for tp, end in corrected.items():
+            destination[tp] = end - 1
+        if corrected:
+            log.info(
+                "%s changelog end offsets corrected by fetch: %s",
+                title,
+                ", ".join(f"{tp.topic}[{tp.partition}] {listed[tp]} -> {end}" for tp, end in sorted(corrected.items())),
+            )
 
     def _set_recovery_started(self) -> None:
         super()._set_recovery_started()

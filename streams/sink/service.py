@@ -231,7 +231,8 @@ class AlertSink:
     ) -> dict[TopicPartition, int]:
         """Store one fetched batch and dead-letter what cannot be stored; return the offsets to commit."""
         alerts: list[Alert] = []
-        snapshots: list[ClientSnapshot] = []
+        snapshots: list[ClientSnapshot | str] = []
+        """Snapshots to store, and the ids of clients erased (a tombstone), in topic order."""
         letters: list[tuple[bytes | None, bytes]] = []
         offsets: dict[TopicPartition, int] = {}
         now = datetime.now(UTC)
@@ -240,7 +241,10 @@ class AlertSink:
             for record in records:
                 offsets[tp] = record.offset + 1
                 if not is_alerts and record.value is None:
-                    continue  # a compaction tombstone: the worker never sends one, nothing to store
+                    # The worker erased the client (a tombstone on the clients topic): its row goes too.
+                    if record.key:
+                        snapshots.append(record.key.decode("utf-8", errors="replace"))
+                    continue
                 parsed = parse_message(Alert if is_alerts else ClientSnapshot, record.value)
                 if isinstance(parsed, Alert):
                     alerts.append(parsed)

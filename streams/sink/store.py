@@ -378,17 +378,28 @@ class AlertStore:
             status = await conn.execute(_INSERT_FROM_STAGING)
         return int(status.rsplit(" ", 1)[-1])
 
-    async def upsert_snapshots(self, snapshots: Sequence[ClientSnapshot]) -> int:
-        """Latest snapshot per client wins (input order); return the number of clients written."""
-        latest: dict[str, ClientSnapshot] = {}
+    async def upsert_snapshots(self, snapshots: Sequence[ClientSnapshot | str]) -> int:
+        """Latest per client wins (input order): a snapshot is stored, a client id (an erasure) deletes the row.
+
+        Returns the number of clients written or deleted. Alerts of an erased client stay: they are
+        the bank's record of what it was told.
+        """
+        latest: dict[str, ClientSnapshot | None] = {}
         for snap in snapshots:
-            latest[snap.client_id] = snap
+            if isinstance(snap, str):
+                latest[snap] = None
+            else:
+                latest[snap.client_id] = snap
         if not latest:
             return 0
-        rows = [tuple(getattr(s, name) for name in SNAPSHOT_FIELDS) for s in latest.values()]
+        rows = [tuple(getattr(s, name) for name in SNAPSHOT_FIELDS) for s in latest.values() if s is not None]
+        erased = [client_id for client_id, s in latest.items() if s is None]
         async with self._require().acquire() as conn, conn.transaction():
-            await conn.executemany(_UPSERT_SNAPSHOT, rows)
-        return len(rows)
+            if erased:
+                await conn.execute("DELETE FROM client_snapshots WHERE client_id = ANY($1::text[])", erased)
+            if rows:
+                await conn.executemany(_UPSERT_SNAPSHOT, rows)
+        return len(latest)
 
     # ------------------------------------------------------------------ reads for the API
     async def list_alerts(

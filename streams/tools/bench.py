@@ -289,7 +289,9 @@ def run_bench(args: argparse.Namespace) -> int:
     env = dict(os.environ)
     if not env.get("KAFKA_BOOTSTRAP"):
         broker = EmbeddedBroker(log_path=workdir / "broker.log").start()
-        env.update(KAFKA_BOOTSTRAP=broker.bootstrap, CLIENTPULSE_RECOVERY_CHECK="false")
+        env.update(
+            KAFKA_BOOTSTRAP=broker.bootstrap, CLIENTPULSE_RECOVERY_CHECK="false", CLIENTPULSE_END_OFFSET_PROBE="true"
+        )
         env.setdefault("CLIENTPULSE_SESSION_TIMEOUT", "6")
     prefix = f"bench{int(time.time())}."
     env.update(

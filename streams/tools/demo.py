@@ -72,6 +72,7 @@ class Demo:
             self.env["KAFKA_BOOTSTRAP"] = self.broker.bootstrap
             # The embedded broker's offset reports need these (see README, "Embedded broker").
             self.env.setdefault("CLIENTPULSE_RECOVERY_CHECK", "false")
+            self.env.setdefault("CLIENTPULSE_END_OFFSET_PROBE", "true")
             self.env.setdefault("CLIENTPULSE_SESSION_TIMEOUT", "6")
             self.say(f"broker    embedded Tansu on {self.broker.bootstrap}")
         else:

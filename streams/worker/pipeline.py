@@ -1,14 +1,20 @@
-"""The Faust worker: input topics -> decode/validate -> rules -> state table + alerts.
+"""The stream worker: Faust wiring around the batch processor of `handlers.batch`.
 
-One agent owns the client state. It consumes the three input topics and the
-clock-tick topic (all co-partitioned by client), takes them in batches of whole
-fetches (streams/faust_ext/inbox.py), applies the rule functions of `handlers.engine`,
-publishes alerts and dead letters, waits for the broker to acknowledge them,
-and only then writes each touched client's state once to the table (one
-changelog record per client per batch). Offsets are committed after the
-batch, so a crash replays the batch: the state either already holds its event
-ids (and drops them as repeats) or it does not (and re-applies them, producing
-alerts with the same ids). Nothing is lost.
+One agent owns the client state. It takes the input topics and the clock-tick
+topic (all co-partitioned by client) in batches of whole fetches
+(streams/faust_ext/inbox.py), hands each batch to the batch processor that the
+backtest uses too, and then runs the batch's checkpoint (`_checkpoint`):
+
+1. publish the alerts, dead letters and snapshot tombstones, and wait until
+   the broker has acknowledged them;
+2. write each touched client's state once to the table and its changelog
+   (erased clients as tombstones), and each moved partition clock;
+3. ack the batch's messages: Faust flushes the producer (the changelog
+   records) and only then commits their offsets.
+
+A crash anywhere before 3 replays the batch: the state either already holds
+its event ids (and drops them as repeats) or it does not (and re-applies
+them, producing alerts with the same ids). Nothing is lost.
 """
 
 from __future__ import annotations
@@ -16,149 +22,111 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import Counter, OrderedDict, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict, defaultdict
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import faust
 import mode
 import orjson
-from faust.types import TP, EventT, Message
+from faust.types import TP, Message
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from handlers import engine
-from handlers.alerting import Outcome, alert_json
-from handlers.decode import Rejection, dead_letter, decode, kind_of_topic
-from handlers.due_index import DueIndex
+from handlers.alerting import alert_json
+from handlers.batch import BatchProcessor, BatchResult
 from handlers.jsonbytes import dumps as json_bytes
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
-from handlers.timeutil import to_us, wall_us
+from handlers.timeutil import to_us
 from schemas.values import TIERS
 from streams import metrics
-from streams.faust_ext import tuning as faust_tuning
-from streams.faust_ext.inbox import Inbox, InboxApp
-from streams.faust_ext.partitioning import KeyPartitions
-from streams.faust_ext.recovery import FetchRecovery
+from streams.faust_ext.inbox import Inbox, InboxApp, committed_offset, withhold
+from streams.faust_ext.producer import BatchSender
+from streams.faust_ext.recovery import EndOffsetProbe, FetchRecovery
+from streams.faust_ext.tables import RecoveredRecord, WorkerTable, worker_table
 from streams.settings import Settings
+from streams.worker.partitioning import KeyPartitions
 
 log = logging.getLogger("clientpulse.worker")
 
 STATE_TABLE = "client-state"
-SNAPSHOT_CHUNK = 1000
 CLOCK_TABLE = "partition-clock"
+SNAPSHOT_CHUNK = 1000
+MAX_SPLIT_EXAMPLES = 5
 
 
-class PartitionedTable(faust.Table):
-    """A table written once per client per batch, straight to its store and changelog.
+class StateCache:
+    """Decoded states of recently active clients in use order, in front of the table's bytes."""
 
-    Faust derives a changelog partition from the *current* event, which in a
-    batch is only the last one; the batch writer sends each record to the
-    partition its events came from instead. Recovery tells us which keys came
-    back, so the due index can be rebuilt.
-    """
+    def __init__(self, table: WorkerTable, size: int) -> None:
+        self.table = table
+        self.size = size
+        self._states: OrderedDict[str, ClientState] = OrderedDict()
 
-    on_recovered_keys: Any = None
+    def load(self, client_id: str) -> ClientState | None:
+        state = self._states.pop(client_id, None)
+        return state if state is not None else self.stored(client_id.encode())
 
-    def apply_changelog_batch(self, batch: Iterable[EventT]) -> None:
-        events = list(batch)
-        super().apply_changelog_batch(events)
-        if self.on_recovered_keys is not None:
-            self.on_recovered_keys(events)
+    def stored(self, key: bytes) -> ClientState | None:
+        raw = self.table.get_raw(key)
+        return ClientState.from_bytes(raw) if raw else None
 
+    def peek(self, client_id: str) -> ClientState | None:
+        return self._states.get(client_id) or self.stored(client_id.encode())
 
-@dataclass(slots=True)
-class _Touched:
-    state: ClientState
-    partition: int
-    tier_before: str | None
+    def keep(self, state: ClientState) -> None:
+        self._states[state.client_id] = state
 
+    def forget(self, client_id: str) -> None:
+        self._states.pop(client_id, None)
 
-@dataclass(slots=True)
-class _BatchCounts:
-    """Metric increments gathered per batch: one labelled update per series, not per event."""
+    def trim(self) -> None:
+        states = self._states
+        while len(states) > self.size:
+            states.popitem(last=False)  # least recently used first (O(1); a dict's front slowly fills with holes)
 
-    consumed: Counter[str] = field(default_factory=Counter)
-    rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
-    duplicates: Counter[str] = field(default_factory=Counter)
-    alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    suppressed: Counter[str] = field(default_factory=Counter)
-
-    def collect(self, outcome: Outcome, out: list[tuple[bytes, bytes]]) -> None:
-        for alert in outcome.alerts:
-            self.alerts[(alert.type, alert.severity)] += 1
-            out.append((alert.client_id.encode(), alert_json(alert)))
-        for alert_type in outcome.suppressed:
-            self.suppressed[alert_type] += 1
-
-    def publish(self) -> None:
-        for topic, n in self.consumed.items():
-            metrics.EVENTS_CONSUMED.labels(topic=topic).inc(n)
-        for (topic, reason), n in self.rejected.items():
-            metrics.EVENTS_REJECTED.labels(topic=topic, reason=reason).inc(n)
-        for topic, n in self.duplicates.items():
-            metrics.EVENTS_DUPLICATE.labels(topic=topic).inc(n)
-        for (alert_type, severity), n in self.alerts.items():
-            metrics.ALERTS_EMITTED.labels(type=alert_type, severity=severity).inc(n)
-        for alert_type, n in self.suppressed.items():
-            metrics.ALERTS_SUPPRESSED.labels(type=alert_type).inc(n)
-
-
-def _as_bytes(value: Any) -> bytes | None:
-    if value is None or isinstance(value, bytes):
-        return value
-    return str(value).encode()
-
-
-@dataclass
-class PartitionClocks:
-    """Per-partition event-time watermark (clock mode "event")."""
-
-    marks: dict[int, int] = field(default_factory=dict)
-    dirty: set[int] = field(default_factory=set)
-
-    def observe(self, partition: int, occurred: int) -> int:
-        current = self.marks.get(partition, 0)
-        if occurred > current:
-            self.marks[partition] = occurred
-            self.dirty.add(partition)
-            return occurred
-        return current
+    def clear(self) -> None:
+        self._states.clear()
 
 
 class Pipeline:
-    """Holds the Faust app, its topics and tables, and processes batches."""
+    """Holds the Faust app, its topics and tables, and runs the batches through the processor."""
 
     def __init__(self, settings: Settings, rules: Ruleset) -> None:
         self.settings = settings
         self.rules = rules
         self.app = self._create_app()
-        self.input_topic = self._raw_topic(*settings.input_topics, settings.ticks_topic)
         self.inbox = Inbox((*settings.input_topics, settings.ticks_topic), self.app.flow_control)
         self.app.inbox = self.inbox
-        self.ticks_topic = self._raw_topic(settings.ticks_topic)
-        self.states = self._table(STATE_TABLE, "Per-client rule state")
-        self.clock_table = self._table(CLOCK_TABLE, "Per-partition event-time watermark")
-        self.states.on_recovered_keys = self._on_recovered_states
-        self.clock_table.on_recovered_keys = self._on_recovered_clock
-        self.indexes: dict[int, DueIndex] = defaultdict(DueIndex)
+        input_topic = self.app.topic(
+            *settings.input_topics,
+            settings.ticks_topic,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
+        self.states = worker_table(self.app, STATE_TABLE, settings.partitions, "Per-client rule state")
+        self.clock_table = worker_table(self.app, CLOCK_TABLE, settings.partitions, "Per-partition event-time clock")
+        self.states.on_recovering = self._on_recovering_states
+        self.clock_table.on_recovering = self._on_recovering_clocks
+        self.partitions = KeyPartitions()
+        self.sender = BatchSender(self.app, self.partitions)
+        self._partition_counts: dict[str, int] = {}
+        self.processor = BatchProcessor(rules, clock=settings.clock, home_partition=self._home_partition)
+        self.cache = StateCache(self.states, settings.state_cache_size)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
-        self._cache: OrderedDict[str, ClientState] = OrderedDict()
-        """Decoded states of recently active clients, in use order; the store keeps the bytes."""
-        self._key_partitions = KeyPartitions()
-        self.clocks = PartitionClocks()
-        self.tier_counts: dict[int, Counter[str]] = defaultdict(Counter)
+        self._split: dict[bytes, dict[int, bytes | None]] = {}
+        """Keys recovered from more than one changelog partition: the latest value from each."""
+        self._snapshot_due: set[str] = set()
         self.processed = 0
         self.busy_from: float | None = None
         """Wall time the first batch with input started, and the last one ended: the throughput span."""
         self.busy_until: float | None = None
         self.ready = False
-        self._snapshot_due: set[str] = set()
         # A batch that fails stops the worker (exit 1) instead of restarting the agent in place:
-        # the batch is not committed (see _agent) and is read again by the next worker.
-        self.app.agent(self.input_topic, name="clientpulse.process", supervisor_strategy=mode.CrashingSupervisor)(
+        # the batch is withheld (see _agent) and read again by the next worker.
+        self.app.agent(input_topic, name="clientpulse.process", supervisor_strategy=mode.CrashingSupervisor)(
             self._agent
         )
         self.app.timer(settings.tick_seconds, name="clientpulse.tick")(self._tick)
@@ -171,10 +139,12 @@ class Pipeline:
     # ----------------------------------------------------------------- set-up
     def _create_app(self) -> InboxApp:
         s = self.settings
-        faust_tuning.install(s.fetch_max_wait_ms)
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
+        probe = EndOffsetProbe(s.kafka_bootstrap) if s.end_offset_probe else None
         return InboxApp(
             s.app_id,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
+            end_offset_probe=probe,
             broker=brokers,
             store=f"{s.store}://",
             datadir=str(s.data_dir),
@@ -209,77 +179,86 @@ class Pipeline:
             loghandlers=[],
         )
 
-    def _raw_topic(self, *names: str) -> faust.TopicT:
-        """Bytes in, bytes out: decoding is ours (handlers.decode), so bad input never crashes Faust."""
-        return self.app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    def _home_partition(self, topic: str, key: bytes) -> int:
+        return self.partitions.of(key, self._partition_counts[topic])
 
-    def _table(self, name: str, help_text: str) -> PartitionedTable:
-        table = PartitionedTable(
-            self.app,
-            name=name,
-            beacon=self.app.tables.beacon,
-            partitions=self.settings.partitions,
-            key_type=bytes,
-            value_type=bytes,
-            help=help_text,
-        )
-        self.app.tables.add(table)
-        return table
+    async def _learn_partition_counts(self) -> None:
+        for topic in self.settings.input_topics:
+            if topic not in self._partition_counts:
+                self._partition_counts[topic] = await self.sender.partition_count(topic)
 
     # ------------------------------------------------------------ recovery
-    def _on_recovered_states(self, events: Sequence[EventT]) -> None:
-        for event in events:
-            key = event.key
-            if isinstance(key, bytes):
-                self._recovered[event.message.partition].add(key)
+    def _on_recovering_states(self, records: list[RecoveredRecord]) -> None:
+        recovered, split = self._recovered, self._split
+        for partition, key, value, previous, before in records:
+            recovered[partition].add(key)
+            if previous is not None and previous != partition:
+                versions = split.setdefault(key, {})
+                versions.setdefault(previous, before)
+                versions[partition] = value
+            elif key in split:
+                split[key][partition] = value
 
-    def _on_recovered_clock(self, events: Sequence[EventT]) -> None:
-        for event in events:
-            if event.value:
-                self.clocks.marks[event.message.partition] = int(event.value)
+    def _on_recovering_clocks(self, records: list[RecoveredRecord]) -> None:
+        for partition, _key, value, _previous, _before in records:
+            if value:
+                self.processor.clocks[partition] = int(value)
 
     async def _on_partitions_revoked(self, *args: Any, **kwargs: Any) -> None:
         self.ready = False  # /readyz says 503 until the new assignment is recovered
 
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
-        """Forget the due index and tier counts of partitions this worker no longer owns."""
-        assigned = {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic}
-        for partition in list(self.indexes):
-            if partition not in assigned:
-                del self.indexes[partition]
-        for partition in list(self.tier_counts):
-            if partition not in assigned:
-                del self.tier_counts[partition]
-        self._cache.clear()
+        """Forget what was derived from the partitions this worker no longer owns."""
+        self.processor.keep_partitions(self._assigned())
+        self.cache.clear()
         self._publish_tier_gauge()
         self.ready = True
 
+    def _assigned(self) -> set[int]:
+        return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic}
+
     def _after_recovery(self) -> None:
-        """Rebuild the due index and tier counts of each recovered partition (once per recovery)."""
+        """Index the states of each recovered partition (once per recovery)."""
         recovered, self._recovered = self._recovered, defaultdict(set)
-        self._cache.clear()
+        self.cache.clear()
+        if self._split:
+            self._settle_split_keys()
         for partition, keys in recovered.items():
             # A partition kept through a rebalance is recovered only from where its last recovery
             # stopped (the keys written since): add those to its index, keep its incremental counts.
-            kept = partition in self.tier_counts
-            index = self.indexes[partition]
-            tiers = self.tier_counts[partition]
-            for key in keys:
-                state = self._stored_state(key)
-                if state is not None:
-                    index.note(state.client_id, engine.next_due(self.rules, state))
-                    if state.tier and not kept:
-                        tiers[state.tier] += 1
+            kept = partition in self.processor.tiers
+            states = (state for key in keys if (state := self.cache.stored(key)) is not None)
+            self.processor.recovered(partition, states, kept=kept)
         log.info("due index rebuilt for %d recovered partitions", len(recovered))
         self._publish_tier_gauge()
 
+    def _settle_split_keys(self) -> None:
+        """A client with state in two changelog partitions: keep its home partition's, and say so."""
+        split, self._split = self._split, {}
+        count = self.settings.partitions
+        examples: list[str] = []
+        for key, versions in split.items():
+            home = self.partitions.of(key, count)
+            value = versions.get(home)
+            if value:
+                self.states.put_raw(key, value, home)
+            elif home in versions:
+                self.states.delete_raw(key)
+            if len(examples) < MAX_SPLIT_EXAMPLES:
+                examples.append(f"{key.decode('utf-8', 'replace')} on {sorted(versions)} (home {home})")
+        metrics.CHANGELOG_SPLIT_KEYS.inc(len(split))
+        log.warning(
+            "%d clients have state in more than one changelog partition (input once produced with a "
+            "partitioner other than Kafka's default murmur2); kept the state of each one's home partition "
+            "where recovered: %s",
+            len(split),
+            "; ".join(examples),
+        )
+
     def _publish_tier_gauge(self) -> None:
         """clientpulse_clients{tier}: the clients of the partitions this worker owns."""
-        totals: Counter[str] = Counter()
-        for counts in self.tier_counts.values():
-            totals.update(counts)
-        for tier in TIERS:
-            metrics.CLIENTS.labels(tier=tier).set(totals.get(tier, 0))
+        for tier, n in self.processor.tier_totals().items():
+            metrics.CLIENTS.labels(tier=tier).set(n)
 
     # ---------------------------------------------------------------- stream
     async def _agent(self, stream: Any) -> None:
@@ -290,7 +269,7 @@ class Pipeline:
             try:
                 await self.process_batch(messages)
             except BaseException:
-                _withhold(messages)
+                withhold(messages)
                 raise
             inbox.ack(app, messages)
 
@@ -299,72 +278,32 @@ class Pipeline:
             await self._process_batch(messages)
         except BaseException:
             # Cached states may hold changes that never reached the changelog.
-            self._cache.clear()
+            self.cache.clear()
             raise
 
     async def _process_batch(self, messages: Sequence[Message]) -> None:
         started = time.perf_counter()
         started_at = time.time()
-        if self._recovered:
+        if self._recovered or self._split:
             self._after_recovery()
-        received_at = datetime.now(UTC)
-        touched: dict[str, _Touched] = {}
-        ticks: dict[int, int] = {}
-        alerts: list[tuple[bytes, bytes]] = []
-        letters: list[tuple[bytes | None, bytes]] = []
-        counts = _BatchCounts()
+        await self._learn_partition_counts()
         ticks_topic = self.settings.ticks_topic
-        clock_is_event = self.settings.clock == "event"
-        lag_now = time.time()
-        rules = self.rules
-        lags: list[float] = []
-
+        ticks: dict[int, int] = {}
+        inputs: list[Message] = []
         for msg in messages:
-            topic = msg.topic
-            partition = msg.partition
-            if topic == ticks_topic:
-                ticks[partition] = max(ticks.get(partition, 0), _tick_time(msg.value))
-                continue
-            counts.consumed[topic] += 1
-            key = _as_bytes(msg.key)
-            raw = _as_bytes(msg.value)
-            kind = kind_of_topic(topic)
-            decoded = decode(kind, key, raw, rules) if kind else Rejection("unknown_topic", "unknown topic")
-            if isinstance(decoded, Rejection):
-                counts.rejected[(topic, decoded.reason)] += 1
-                letter = dead_letter(topic, partition, msg.offset, key, raw, decoded, received_at)
-                letters.append((key, letter.model_dump_json().encode()))
-                continue
-            occurred = to_us(decoded.occurred_at)
-            now = self.clocks.observe(partition, occurred) if clock_is_event else wall_us()
-            client_id = decoded.client_id
-            entry = touched.get(client_id)
-            if entry is None:
-                entry = touched[client_id] = self._load(client_id, partition)
-            outcome = engine.apply(rules, entry.state, decoded, now, received_at)
-            if outcome.duplicate:
-                counts.duplicates[topic] += 1
+            if msg.topic == ticks_topic:
+                ticks[msg.partition] = max(ticks.get(msg.partition, 0), _tick_time(msg.value))
             else:
-                lags.append(max(0.0, lag_now - occurred / 1_000_000))
-            counts.collect(outcome, alerts)
-
-        for partition, tick_now in ticks.items():
-            metrics.CLOCK_SWEEPS.inc()
-            if clock_is_event:
-                now = self.clocks.observe(partition, tick_now) if tick_now else self.clocks.marks.get(partition, 0)
-            else:
-                now = wall_us()
-            for client_id in self.indexes[partition].pop_due(now):
-                entry = touched.get(client_id)
-                if entry is None:
-                    entry = touched[client_id] = self._load(client_id, partition)
-                counts.collect(engine.advance(rules, entry.state, now, received_at), alerts)
-
-        metrics.observe_all(metrics.EVENT_LAG_SECONDS, lags)
-        await self._publish(alerts, letters)
-        await self._write_states(touched)
-        counts.publish()
-        consumed = sum(counts.consumed.values())
+                inputs.append(msg)
+        received_at = datetime.now(UTC)
+        result = self.processor.process(
+            inputs, self.cache.load, wall_now=to_us(received_at), received_at=received_at, ticks=ticks
+        )
+        lag_now = time.time()
+        metrics.observe_all(metrics.EVENT_LAG_SECONDS, (max(0.0, lag_now - t / 1e6) for t in result.event_times))
+        await self._checkpoint(result)
+        self._count(result)
+        consumed = len(inputs)
         if consumed:
             self.processed += consumed
             if self.busy_from is None:
@@ -373,108 +312,71 @@ class Pipeline:
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
 
-    def _load(self, client_id: str, partition: int) -> _Touched:
-        state = self._cache.pop(client_id, None)
-        if state is None:
-            state = self._stored_state(client_id.encode()) or ClientState(client_id)
-        return _Touched(state, partition, state.tier)
+    async def _checkpoint(self, result: BatchResult) -> None:
+        """The batch's outcomes, in the order that makes a crash at any point lose nothing.
 
-    def _stored_state(self, key: bytes) -> ClientState | None:
-        raw = self._store.get(key)
-        return ClientState.from_bytes(raw) if raw else None
-
-    @property
-    def _store(self) -> Any:
-        """The table's local store, read without Faust's per-key sensor hooks."""
-        return self.states.data
-
-    async def _publish(self, alerts: list[tuple[bytes, bytes]], letters: list[tuple[bytes | None, bytes]]) -> None:
-        """Send alerts and dead letters and wait until the broker has them, before any state write."""
-        if not alerts and not letters:
-            return
-        futures = await self._send_keyed(self.settings.alerts_topic, alerts)
-        futures += await self._send_keyed(self.settings.deadletter_topic, letters)
-        await asyncio.gather(*futures)
-
-    async def _write_states(self, touched: dict[str, _Touched]) -> None:
-        """One changelog record per touched client, to the partition its events came from.
-
-        The producer is flushed before Faust commits the input offsets, so a
-        committed offset always has its state in the changelog.
+        1. alerts, dead letters and snapshot tombstones, acknowledged by the broker;
+        2. the changelog: each touched client's state, each erasure, each moved clock;
+        3. (the caller acks the messages; Faust flushes the producer before committing their offsets).
         """
-        store = self._store
-        rules = self.rules
-        cache = self._cache
-        by_partition: dict[int, list[tuple[bytes, bytes]]] = defaultdict(list)
-        tiers_changed = False
-        for entry in touched.values():
-            state = entry.state
-            key = state.client_id.encode()
-            value = state.to_bytes()
-            store[key] = value
-            cache[state.client_id] = state
-            by_partition[entry.partition].append((key, value))
-            self._snapshot_due.add(state.client_id)
-            self.indexes[entry.partition].note(state.client_id, engine.next_due(rules, state))
-            if state.tier != entry.tier_before:
-                self._count_tier(entry.partition, entry.tier_before, state.tier)
-                tiers_changed = True
-        if tiers_changed:
-            self._publish_tier_gauge()
-        while len(cache) > self.settings.state_cache_size:
-            cache.popitem(last=False)  # least recently used first (O(1); a dict's front slowly fills with holes)
-        await self._send_batches(self.states.changelog_topic.get_topic_name(), by_partition)
-        metrics.STATE_WRITES.inc(len(touched))
-        if self.clocks.dirty:
-            clock_store = self.clock_table.data
-            clocks: dict[int, list[tuple[bytes, bytes]]] = {}
-            for partition in self.clocks.dirty:
-                key, value = str(partition).encode(), str(self.clocks.marks[partition]).encode()
-                clock_store[key] = value
+        s = self.settings
+        alerts = [(a.client_id.encode(), alert_json(a)) for a in result.alerts]
+        letters = [(key, letter.model_dump_json().encode()) for key, letter in result.dead_letters]
+        erased = [(client_id.encode(), None) for client_id in result.erased]
+        futures = await self.sender.send_keyed(s.alerts_topic, alerts)
+        futures += await self.sender.send_keyed(s.deadletter_topic, letters)
+        futures += await self.sender.send_keyed(s.snapshots_topic, erased)
+        if futures:
+            await asyncio.gather(*futures)
+
+        states = self.states
+        cache = self.cache
+        changelog: dict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        for client_id, partition in result.erased.items():
+            key = client_id.encode()
+            states.delete_raw(key)
+            cache.forget(client_id)
+            self._snapshot_due.discard(client_id)
+            changelog[partition].append((key, None))
+        for client_id, entry in result.touched.items():
+            key = client_id.encode()
+            value = entry.state.to_bytes()
+            states.put_raw(key, value, entry.partition)
+            cache.keep(entry.state)
+            changelog[entry.partition].append((key, value))
+            self._snapshot_due.add(client_id)
+        cache.trim()
+        await self.sender.send_batches(states.changelog_name(), changelog)
+        if result.clocks_moved:
+            clocks: dict[int, list[tuple[bytes | None, bytes | None]]] = {}
+            for partition in result.clocks_moved:
+                key, value = str(partition).encode(), str(self.processor.clocks[partition]).encode()
+                self.clock_table.put_raw(key, value, partition)
                 clocks[partition] = [(key, value)]
-            await self._send_batches(self.clock_table.changelog_topic.get_topic_name(), clocks)
-            self.clocks.dirty.clear()
+            await self.sender.send_batches(self.clock_table.changelog_name(), clocks)
 
-    @property
-    def _producer(self) -> Any:
-        return self.app.producer._ensure_producer()  # type: ignore[attr-defined]  # aiokafka's, behind Faust's
-
-    async def _send_keyed(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> list[Any]:
-        """Send records to the partitions their keys choose (as a keyed send would), in batches.
-
-        Returns the batches' futures, done when the broker acknowledges them.
-        """
-        if not records:
-            return []
-        producer = self._producer
-        partitions = sorted(await producer.partitions_for(topic))
-        by_partition = self._key_partitions.group(producer._partitioner, records, partitions)
-        return await self._send_batches(topic, by_partition)
-
-    async def _send_batches(self, topic: str, records: Mapping[int, Sequence[tuple[bytes | None, bytes]]]) -> list[Any]:
-        """Hand records to the producer one batch per partition (not one future per record).
-
-        Returns the batches' futures, done when the broker acknowledges them.
-        """
-        producer = self._producer
-        futures = []
-        for partition, items in records.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError(f"a {len(value)}-byte record does not fit in a producer batch")
-            futures.append(await producer.send_batch(batch, topic, partition=partition))
-        return futures
-
-    def _count_tier(self, partition: int, before: str | None, after: str | None) -> None:
-        counts = self.tier_counts[partition]
-        if before is not None:
-            counts[before] -= 1
-        if after is not None:
-            counts[after] += 1
+    def _count(self, result: BatchResult) -> None:
+        """One labelled metric update per series of the batch, not per event."""
+        counts = result.counts
+        for topic, n in counts.consumed.items():
+            metrics.EVENTS_CONSUMED.labels(topic=topic).inc(n)
+        for (topic, reason), n in counts.rejected.items():
+            metrics.EVENTS_REJECTED.labels(topic=topic, reason=reason).inc(n)
+            if reason == "wrong_partition":
+                _warn_misplaced(topic, n)
+        for topic, n in counts.duplicates.items():
+            metrics.EVENTS_DUPLICATE.labels(topic=topic).inc(n)
+        for (alert_type, severity), n in counts.alerts.items():
+            metrics.ALERTS_EMITTED.labels(type=alert_type, severity=severity).inc(n)
+        for alert_type, n in counts.suppressed.items():
+            metrics.ALERTS_SUPPRESSED.labels(type=alert_type).inc(n)
+        if counts.erased:
+            metrics.CLIENTS_ERASED.inc(counts.erased)
+        if counts.sweeps:
+            metrics.CLOCK_SWEEPS.inc(counts.sweeps)
+        metrics.STATE_WRITES.inc(len(result.touched) + len(result.erased))
+        self.processor.settle(result)
+        self._publish_tier_gauge()
 
     # ------------------------------------------------------------------ web
     def _add_views(self) -> None:
@@ -500,18 +402,16 @@ class Pipeline:
 
     def status(self) -> dict[str, Any]:
         """Counts for operators and the demo's progress line (no client data)."""
-        assigned = sorted(
-            tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic
-        )
+        totals = self.processor.tier_totals()
         return {
             "ready": self.ready,
             "processed": self.processed,
             "busy_from": self.busy_from,
             "busy_until": self.busy_until,
             "recovery": self._recovery_status(),
-            "partitions": assigned,
-            "clients_by_tier": dict(sum(self.tier_counts.values(), Counter())),
-            "due_index": {str(p): len(i) for p, i in self.indexes.items()},
+            "partitions": sorted(self._assigned()),
+            "clients_by_tier": {tier: totals[tier] for tier in TIERS if totals[tier]},
+            "due_index": {str(p): len(i) for p, i in self.processor.indexes.items()},
             "clock": self.settings.clock,
             "rule_version": self.rules.rule_version,
         }
@@ -524,25 +424,22 @@ class Pipeline:
 
     # ----------------------------------------------------------------- timers
     async def _tick(self) -> None:
-        """Emit a clock tick to every partition this worker owns; the agent sweeps on receipt."""
+        """Send a clock tick to every partition this worker owns; the agent sweeps on receipt."""
         if not self.ready:
             return
-        tps = [tp for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic]
-        for tp in tps:
-            await self.ticks_topic.send(key=b"tick", value=b"{}", partition=tp.partition)
+        ticks = {partition: [(b"tick", b"{}")] for partition in self._assigned()}
+        await self.sender.send_batches(self.settings.ticks_topic, ticks)
 
     async def _publish_snapshots(self) -> None:
         """At most one snapshot per client per interval, whatever its event rate."""
         due, self._snapshot_due = list(self._snapshot_due), set()
-        cache = self._cache
         for start in range(0, len(due), SNAPSHOT_CHUNK):
-            records: list[tuple[bytes | None, bytes]] = []
+            records: list[tuple[bytes | None, bytes | None]] = []
             for client_id in due[start : start + SNAPSHOT_CHUNK]:
-                key = client_id.encode()
-                state = cache.get(client_id) or self._stored_state(key)
+                state = self.cache.peek(client_id)
                 if state is not None:
-                    records.append((key, json_bytes(state.snapshot())))
-            await self._send_keyed(self.settings.snapshots_topic, records)
+                    records.append((client_id.encode(), json_bytes(state.snapshot())))
+            await self.sender.send_keyed(self.settings.snapshots_topic, records)
             await asyncio.sleep(0)  # let batches run between chunks: snapshots must not add latency
 
     async def _report_lag(self) -> None:
@@ -552,18 +449,18 @@ class Pipeline:
         larger of the high watermark of the last fetch and a ListOffsets answer: the first
         goes stale while a partition is paused, the second is wrong on some Kafka-compatible
         brokers. Before this worker's first commit in the current generation the consumer's
-        position (where the group's committed offset left it) stands in. Only public Faust
-        APIs are used; a failure skips one report and never stops the worker.
+        position (where the group's committed offset left it) stands in. A failure skips
+        one report and never stops the worker.
         """
         consumer = self.app.consumer
         inputs = set(self.settings.input_topics)
         lags: dict[tuple[str, int], int] = {}
         try:
-            tps = sorted(tp for tp in consumer.assignment() if tp.topic in inputs)
+            tps: list[TP] = sorted(tp for tp in consumer.assignment() if tp.topic in inputs)
             listed = await consumer.highwaters(*tps) if tps else {}
             for tp in tps:
                 ends = [o for o in (consumer.highwater(tp), listed.get(tp)) if o is not None]
-                consumed = _committed(self.app, tp)
+                consumed = committed_offset(self.app, tp)
                 if consumed is None:
                     consumed = await asyncio.wait_for(consumer.position(tp), timeout=5.0)
                 if ends and consumed is not None:
@@ -574,25 +471,22 @@ class Pipeline:
         metrics.report_consumer_lag(lags)
 
 
-def _committed(app: faust.App, tp: TP) -> int | None:
-    """The next offset to consume that this worker committed for `tp`, if it committed since the last rebalance.
-
-    Faust's monitor keeps these (`tp_committed_offsets`, cleared at every rebalance).
-    """
-    offset = app.monitor.tp_committed_offsets.get(tp)
-    return None if offset is None else int(offset)
+_MISPLACED_WARNING_SECONDS = 60.0
+_last_misplaced_warning: dict[str, float] = {}
 
 
-def _withhold(messages: Sequence[Message]) -> None:
-    """Keep the offsets of a batch that failed or was cancelled from being committed (at-least-once).
-
-    The messages are marked acked without telling the consumer, so their
-    offsets never become committable, and a stopping worker does not wait for
-    them (it waits for tracked messages that are not marked acked): the batch
-    is read again after a restart or a rebalance.
-    """
-    for message in messages:
-        message.acked = True
+def _warn_misplaced(topic: str, n: int) -> None:
+    """At most one warning a minute per topic: a misconfigured producer would otherwise flood the log."""
+    now = time.monotonic()
+    if now - _last_misplaced_warning.get(topic, -_MISPLACED_WARNING_SECONDS) >= _MISPLACED_WARNING_SECONDS:
+        _last_misplaced_warning[topic] = now
+        log.warning(
+            "%d records on %s are not on the partition Kafka's default partitioner gives their key: dead-lettered "
+            "as wrong_partition; the producer must use murmur2 (librdkafka, confluent-kafka, kcat: "
+            "partitioner=murmur2_random)",
+            n,
+            topic,
+        )
 
 
 def _tick_time(value: Any) -> int:

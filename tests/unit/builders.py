@@ -13,7 +13,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from handlers import engine
+import orjson
+
+from handlers.batch import BatchProcessor, BatchResult
+from handlers.batch import Record as InputRecord
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
@@ -158,41 +161,48 @@ def to_event(value: Value) -> Event:
 
 
 class Desk:
-    """Clients' states driven like a replay: each event sees the clock at max(occurred_at so far)."""
+    """Clients' states driven through the batch processor as a replay drives it: one record per batch,
+    the clock at max(occurred_at so far); `advance` moves it further and sweeps."""
 
     def __init__(self, rules: Ruleset) -> None:
         self.rules = rules
         self.states: dict[str, ClientState] = {}
-        self.clock = 0
+        self.processor = BatchProcessor(rules, clock="event")
         self.duplicates = 0
         self.suppressed: list[str] = []
+        self._offsets = itertools.count()
+
+    @property
+    def clock(self) -> int:
+        return self.processor.clocks.get(0, 0)
 
     def state(self, client: str = "c-1") -> ClientState:
         if client not in self.states:
             self.states[client] = ClientState(client)
         return self.states[client]
 
+    def _collect(self, result: BatchResult) -> list[Alert]:
+        assert not result.dead_letters, [letter.error for _, letter in result.dead_letters]
+        for client_id, entry in result.touched.items():
+            self.states[client_id] = entry.state
+        for client_id in result.erased:
+            self.states.pop(client_id, None)
+        self.duplicates += sum(result.counts.duplicates.values())
+        self.suppressed += list(result.counts.suppressed.elements())
+        return result.alerts
+
     def send(self, *values: Value) -> list[Alert]:
         """Apply the events in order; the alerts they raised (clock rules fired on the way included)."""
         alerts: list[Alert] = []
         for value in values:
-            event = to_event(value)
-            self.clock = max(self.clock, to_us(event.occurred_at))
-            outcome = engine.apply(self.rules, self.state(event.client_id), event, self.clock, DETECTED_AT)
-            self.duplicates += outcome.duplicate
-            self.suppressed += outcome.suppressed
-            alerts += outcome.alerts
+            topic, key, body = record(value)
+            rec = InputRecord(topic, 0, next(self._offsets), key.encode(), orjson.dumps(body))
+            alerts += self._collect(self.processor.process([rec], self.states.get, wall_now=0, received_at=DETECTED_AT))
         return alerts
 
     def advance(self, until: datetime) -> list[Alert]:
         """Move the clock to `until` and fire what is due, for every client."""
-        self.clock = max(self.clock, to_us(until))
-        alerts: list[Alert] = []
-        for state in self.states.values():
-            outcome = engine.advance(self.rules, state, self.clock, DETECTED_AT)
-            self.suppressed += outcome.suppressed
-            alerts += outcome.alerts
-        return alerts
+        return self._collect(self.processor.finish(to_us(until), self.states.get, DETECTED_AT))
 
 
 def of_type(alerts: Iterable[Alert], alert_type: str) -> list[Alert]:
