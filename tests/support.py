@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
@@ -12,13 +13,13 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition  # type: ignore[import-untyped]
 
 from streams.settings import Settings
 from streams.tools.embedded import free_port, terminate_group
@@ -173,33 +174,98 @@ def encode_records(
     return out
 
 
-async def consume(
-    bootstrap: str,
-    topic: str,
-    until: Callable[[list[dict[str, Any]]], bool],
-    timeout: float = 60.0,
-) -> list[dict[str, Any]]:
-    """Read a topic from the start, JSON-decoding values, until `until(values)` or timeout."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-    )
+async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0, **options: Any) -> list[ConsumerRecord]:
+    """Every record of `topic` from its start up to its end: the high watermark a fetch reports per partition.
+
+    Read this way, "nothing more" is a fact rather than a guess: once whatever
+    writes the topic is known to be done (its input offsets committed, say), a
+    record missing here was never written, and an extra one would be here. The
+    end is the fetch's high watermark because some Kafka-compatible brokers (the
+    embedded one among them) answer ListOffsets inexactly.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **options)
     await consumer.start()
-    values: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
+    records: list[ConsumerRecord] = []
     try:
-        while time.monotonic() < deadline and not until(values):
-            batch = await consumer.getmany(timeout_ms=500)
-            for msgs in batch.values():
-                values.extend(orjson.loads(m.value) for m in msgs)
+        await consumer.topics()  # loads the metadata: partitions_for_topic reads it
+        partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"topic {topic} does not exist"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        deadline = time.monotonic() + timeout
+        while True:
+            for batch in (await consumer.getmany(*tps, timeout_ms=200)).values():
+                records.extend(batch)
+            ends = {tp: consumer.highwater(tp) for tp in tps}
+            positions = {tp: await consumer.position(tp) for tp in tps}
+            if all(end is not None and positions[tp] >= end for tp, end in ends.items()):
+                return records
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{topic}: not read to its end after {timeout}s (ends {ends})")
     finally:
         await consumer.stop()
-    return values
 
 
+async def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """Each partition's end offset, as a fetch's high watermark reports it (see `read_to_end`)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic)
+        assert partitions, f"topic {topic} does not exist"
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        deadline = time.monotonic() + 30
+        while any(consumer.highwater(tp) is None for tp in tps):
+            assert time.monotonic() < deadline, f"{topic}: no high watermark fetched"
+            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+        return {tp.partition: int(consumer.highwater(tp)) for tp in tps}
+    finally:
+        await consumer.stop()
+
+
+class GroupOffsets:
+    """A consumer group's committed offsets, read without joining the group (the probe subscribes to nothing)."""
+
+    def __init__(self, bootstrap: str, group: str) -> None:
+        self._probe = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+
+    async def __aenter__(self) -> GroupOffsets:
+        await self._probe.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._probe.stop()
+
+    async def of(self, topic: str, partitions: Iterable[int]) -> dict[int, int]:
+        """The next offset the group will read on each partition (0 where it committed nothing)."""
+        return {p: await self._probe.committed(TopicPartition(topic, p)) or 0 for p in partitions}
+
+    async def reached(self, topic: str, ends: dict[int, int]) -> bool:
+        """Whether the group has committed up to `ends` (partition -> offset) on `topic`."""
+        committed = await self.of(topic, ends)
+        return all(committed[p] >= end for p, end in ends.items())
+
+
+async def wait_group_committed(bootstrap: str, settings: Settings, count: int, timeout: float = 60.0) -> None:
+    """Until the worker group has committed `count` messages over the input topics (all they hold, in a test).
+
+    A worker commits a batch only once the batch's alerts, dead letters and
+    state records are on the broker: from then on those topics are complete.
+    """
+    deadline = time.monotonic() + timeout
+    async with GroupOffsets(bootstrap, settings.app_id) as offsets:
+        while True:
+            committed = {
+                t: sum((await offsets.of(t, range(settings.partitions))).values()) for t in settings.input_topics
+            }
+            if sum(committed.values()) >= count:
+                return
+            assert time.monotonic() < deadline, f"the workers committed {committed} of {count} messages"
+            await asyncio.sleep(0.1)
 async def consume_records(
     bootstrap: str,
     topic: str,

@@ -52,6 +52,7 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.replay import Replay
 from handlers.ruleset import Ruleset
@@ -62,7 +63,18 @@ from streams.tools.embedded import free_port, terminate_group
 from streams.tools.synthetic import CLIENTS, INTERACTIONS, TRANSACTIONS, Record, history
 from streams.topics import ensure_topics
 from tests.integration.test_sink import TcpProxy, _via_proxy
-from tests.support import ROOT, WorkerProcess, die_with_parent, make_settings, new_worker, settings_env, unique_prefix
+from tests.support import (
+    ROOT,
+    GroupOffsets,
+    WorkerProcess,
+    die_with_parent,
+    end_offsets,
+    make_settings,
+    new_worker,
+    read_to_end,
+    settings_env,
+    unique_prefix,
+)
 from tests.unit.test_disorder import disorder
 
 pytestmark = [pytest.mark.broker, pytest.mark.db]
@@ -165,9 +177,8 @@ class Rig:
     workers: list[WorkerProcess] = field(default_factory=list)
     sink: subprocess.Popen[bytes] | None = None
     sink_port: int = 0
-    sent: Counter[str] = field(default_factory=Counter)
     produced: dict[TopicPartition, int] = field(default_factory=dict)
-    """The end offset of each input partition after the last `feed`."""
+    """For each input and tick partition written to: the offset after the last record sent there."""
     producer: AIOKafkaProducer | None = None
     probe: AIOKafkaConsumer | None = None
     started: int = 0
@@ -277,7 +288,6 @@ class Rig:
             if i in actions:
                 await actions[i]()
             futures.append(await self.producer.send(self.settings.topic(topic), orjson.dumps(value), key=key.encode()))
-            self.sent[self.settings.topic(topic)] += 1
             ahead = started + (i + 1) / rate - time.monotonic()
             if ahead > 0:
                 await asyncio.sleep(ahead)
@@ -293,12 +303,18 @@ class Rig:
         return total
 
     async def wait_committed(self, timeout: float = 60) -> None:
-        """Until the worker group has committed every message sent so far (so all of it is processed)."""
+        """Until the worker group has committed every message sent so far, ticks included.
+
+        A worker commits a batch's offsets only after its alerts, dead letters
+        and state records are on the broker, so from then on those topics hold
+        everything this input caused.
+        """
 
         async def done() -> bool:
             assert self.live_workers(), f"no worker is running\n{self.logs()}"
-            for topic, n in self.sent.items():
-                if await self.committed(topic) < n:
+            assert self.probe is not None
+            for tp, end in self.produced.items():
+                if (await self.probe.committed(tp) or 0) < end:
                     return False
             return True
 
@@ -307,19 +323,22 @@ class Rig:
         except AssertionError as exc:
             assert self.probe is not None
             behind = {}
-            for topic in self.sent:
-                for partition in range(self.settings.partitions):
-                    tp = TopicPartition(topic, partition)
-                    behind[f"{topic}/{partition}"] = (await self.probe.committed(tp), self.produced.get(tp))
+            for tp, end in sorted(self.produced.items()):
+                behind[f"{tp.topic}/{tp.partition}"] = (await self.probe.committed(tp), end)
             statuses = [await asyncio.to_thread(w.status) for w in self.live_workers()]
             raise AssertionError(f"committed vs produced {behind}; workers {statuses}\n{exc}") from None
 
     async def tick(self, now: datetime) -> None:
+        """Advance every partition's event clock to `now` (`wait_committed` then waits for the sweep too)."""
         assert self.producer is not None
         value = orjson.dumps({"now": now.isoformat()})
-        for partition in range(self.settings.partitions):
+        futures = [
             await self.producer.send(self.settings.ticks_topic, value, key=b"tick", partition=partition)
-        await self.producer.flush()
+            for partition in range(self.settings.partitions)
+        ]
+        for future in futures:
+            metadata = await future
+            self.produced[TopicPartition(metadata.topic, metadata.partition)] = metadata.offset + 1
 
     # ---------------------------------------------------------------- results
     async def stored(self) -> list[dict[str, Any]]:
@@ -336,59 +355,47 @@ class Rig:
         counts = {r["alert_id"]: r["n"] for r in creations}
         return [{**dict(r), "creations": counts.get(r["alert_id"], 0)} for r in rows]
 
-    async def wait_stored(self, expected: Expected, timeout: float = 60) -> list[dict[str, Any]]:
-        """The stored alerts once there are as many as expected (or at the timeout), and 2 s more."""
+    async def sink_caught_up(self) -> bool:
+        """Whether the sink has committed every alert published so far (it commits only what it stored)."""
+        ends = await end_offsets(self.broker, self.settings.alerts_topic)
+        async with GroupOffsets(self.broker, f"{self.settings.app_id}-sink") as sink:
+            return await sink.reached(self.settings.alerts_topic, ends)
 
-        async def complete() -> bool:
-            return len(await self.stored()) >= len(expected.alerts)
+    async def sink_committed(self) -> dict[int, int]:
+        async with GroupOffsets(self.broker, f"{self.settings.app_id}-sink") as sink:
+            return await sink.of(self.settings.alerts_topic, range(self.settings.partitions))
 
-        with contextlib.suppress(AssertionError):
-            await self.until(complete, timeout, f"{len(expected.alerts)} alerts in the store")
-        await asyncio.sleep(2.0)  # anything extra still on its way shows up too
+    async def wait_stored(self, timeout: float = 60) -> list[dict[str, Any]]:
+        """The stored alerts once the workers have committed all input and the sink every alert they published.
+
+        Nothing can be on its way then: an alert missing from the store was
+        never published, and an extra one would be in the store already.
+        """
+        await self.wait_committed()
+        await self.until(self.sink_caught_up, timeout, "the sink to commit every published alert")
         return await self.stored()
 
-    async def changelog_states(self, idle: float = 2.0) -> dict[str, ClientState]:
+    async def changelog_states(self) -> dict[str, ClientState]:
         """The last record of every client in the state table's changelog."""
-        consumer = AIOKafkaConsumer(
-            f"{self.settings.app_id}-client-state-changelog",
-            bootstrap_servers=self.broker,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
-        )
-        await consumer.start()
-        states: dict[str, ClientState] = {}
-        last = time.monotonic()
-        try:
-            while time.monotonic() - last < idle:
-                for batch in (await consumer.getmany(timeout_ms=300)).values():
-                    for record in batch:
-                        states[record.key.decode()] = ClientState.from_bytes(record.value)
-                    last = time.monotonic()
-        finally:
-            await consumer.stop()
-        return states
+        records = await read_to_end(self.broker, f"{self.settings.app_id}-client-state-changelog")
+        return {r.key.decode(): ClientState.from_bytes(r.value) for r in records}
 
     async def published(self) -> list[dict[str, Any]]:
         """Every alert message on rm.alerts.v1 (a re-published alert appears more than once)."""
-        consumer = AIOKafkaConsumer(
-            self.settings.alerts_topic,
-            bootstrap_servers=self.broker,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            group_id=None,
-        )
-        await consumer.start()
-        values: list[dict[str, Any]] = []
-        last = time.monotonic()
-        try:
-            while time.monotonic() - last < 2.0:
-                for batch in (await consumer.getmany(timeout_ms=300)).values():
-                    values += [orjson.loads(r.value) for r in batch]
-                    last = time.monotonic()
-        finally:
-            await consumer.stop()
-        return values
+        return [orjson.loads(r.value) for r in await read_to_end(self.broker, self.settings.alerts_topic)]
+
+    async def sink_metric(self, name: str) -> float:
+        """A sample of the sink process's /metrics (0 when absent)."""
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.sink_port}/metrics", timeout=3) as resp:
+                return str(resp.read().decode())
+
+        for family in text_string_to_metric_families(await asyncio.to_thread(scrape)):
+            for sample in family.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        return 0.0
 
 
 @contextlib.asynccontextmanager
@@ -402,7 +409,7 @@ async def rig_for(broker: str, database_url: str, tmp_path: Path, sink_db_url: s
 
 async def check_result(rig: Rig, expected: Expected, context: str) -> None:
     """The store holds exactly the backtest's alerts, each created once; every client's state is the backtest's."""
-    rows = await rig.wait_stored(expected)
+    rows = await rig.wait_stored()
     got = {r["alert_id"]: comparable(r) for r in rows}
     missing = sorted(set(expected.alerts) - set(got))
     extra = sorted(set(got) - set(expected.alerts))
@@ -419,15 +426,7 @@ async def check_result(rig: Rig, expected: Expected, context: str) -> None:
     assert len(rows) == len(expected.alerts)
     assert {r["creations"] for r in rows} == {1}, "each alert was created once in the audit trail"
 
-    states: dict[str, ClientState] = {}
-
-    async def settled() -> bool:
-        nonlocal states
-        states = await rig.changelog_states()
-        return states == expected.states
-
-    with contextlib.suppress(AssertionError):
-        await rig.until(settled, 20, "the changelog to hold the backtest's states")
+    states = await rig.changelog_states()  # complete: every input offset is committed (wait_stored)
     differ = sorted(c for c in set(states) | set(expected.states) if states.get(c) != expected.states.get(c))
     assert not differ, f"{context}: {len(differ)} client states differ, e.g. {differ[:3]}:\n" + "\n".join(
         f"worker:   {states.get(c)}\nbacktest: {expected.states.get(c)}" for c in differ[:2]
@@ -589,8 +588,18 @@ async def test_alerts_of_a_database_outage_are_stored_once_when_it_returns(
                 before = len(await rig.stored())
                 published = {a["alert_id"] for a in await rig.published()}
                 assert len(published) > before, "alerts wait in rm.alerts.v1 for the database"
-                await asyncio.sleep(1.0)
+                # Proof that the sink has the waiting alerts in hand and fails to store them: its
+                # store failures keep rising. A sink that skipped or committed a failed batch would
+                # move its committed offsets here; one that lost alerts fails check_result below.
+                committed = await rig.sink_committed()
+                failures = await rig.sink_metric("clientpulse_alert_store_failures_total")
+
+                async def retried(floor: float = failures + 2) -> bool:
+                    return await rig.sink_metric("clientpulse_alert_store_failures_total") >= floor
+
+                await rig.until(retried, 20, "the sink to retry its write twice more")
                 assert len(await rig.stored()) == before, "nothing is stored while the database is away"
+                assert await rig.sink_committed() == committed, "nothing is committed while the database is away"
                 await proxy.start()
 
                 async def healthy() -> bool:

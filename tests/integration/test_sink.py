@@ -34,7 +34,7 @@ from streams.sink.store import AlertStore
 from streams.tools.embedded import free_port, terminate_group
 from streams.topics import ensure_topics
 from tests.integration.test_store import make_alert
-from tests.support import ROOT, consume, die_with_parent, make_settings, produce, settings_env, unique_prefix
+from tests.support import ROOT, die_with_parent, make_settings, produce, read_to_end, settings_env, unique_prefix
 
 pytestmark = [pytest.mark.broker, pytest.mark.db]
 
@@ -195,7 +195,8 @@ async def test_sink_stores_each_alert_once_and_dead_letters_what_it_cannot_store
         client_1 = await sink.store.get_client("c-1")
         assert client_1 is not None and client_1["aum"] == "123456.78"
 
-    letters = await consume(broker, settings.deadletter_topic, lambda vs: len(vs) >= 2, timeout=15)
+    # The sink sends a batch's dead letters before committing it: all of them are on the topic now.
+    letters = [orjson.loads(r.value) for r in await read_to_end(broker, settings.deadletter_topic)]
     assert sorted(d["reason"] for d in letters) == ["invalid_json", "schema"]
     assert {d["raw"] for d in letters} >= {"{not json"}
 
@@ -227,13 +228,19 @@ async def test_no_alert_is_lost_across_a_database_outage(broker: str, database_u
     await ensure_topics(settings)
     store = AlertStore(proxied, connect_timeout=1, command_timeout=3)
     sink = AlertSink(settings, store, backoff_initial=0.05)
+    failures = _metric("clientpulse_alert_store_failures_total")
     client: TestClient[Any, Any] = TestClient(TestServer(create_api(store, None, sink_status=sink.status)))
     await client.start_server()
     try:
         async with running(sink), offsets_of(broker, sink.group_id, settings.partitions) as committed:
             # The database is unreachable from the start: the sink waits, unhealthy, and says so.
-            await asyncio.sleep(1.0)
-            assert sink.healthy is False and sink.status()["last_error"]
+            # Two failed connection attempts prove it has tried; a sink that reported itself
+            # healthy or started consuming without its database fails the assertions after.
+            async def tried_twice(floor: float = failures + 2) -> bool:
+                return _metric("clientpulse_alert_store_failures_total") >= floor
+
+            await wait_until(tried_twice, 15, "the sink to try to connect twice")
+            assert sink.healthy is False and sink.consuming is False and sink.status()["last_error"]
             health = await (await client.get("/healthz")).json()
             assert (health["status"], health["store"]) == ("degraded", "down")
             assert (await client.get("/readyz")).status == 503
@@ -267,9 +274,14 @@ async def test_no_alert_is_lost_across_a_database_outage(broker: str, database_u
             assert health["sink"]["last_error"]
             assert (await client.get("/readyz")).status == 503
             assert _metric("clientpulse_alert_store_up") == 0
+            # Still retrying, with backoff: the sink has the second batch in hand (it was idle before
+            # it: only a write counts as a failure) and fails to store it, again and again.
             failures = _metric("clientpulse_alert_store_failures_total")
-            await asyncio.sleep(1.5)
-            assert _metric("clientpulse_alert_store_failures_total") > failures  # still retrying, with backoff
+
+            async def retried(floor: float = failures + 2) -> bool:
+                return _metric("clientpulse_alert_store_failures_total") >= floor
+
+            await wait_until(retried, 15, "the sink to retry its write twice")
             # Nothing of the second batch is stored, and none of it is committed.
             assert await stored_count(database_url, [a.alert_id for a in during]) == 0
             assert await committed(settings.alerts_topic) == 10
