@@ -50,6 +50,39 @@ def _fetch(offsets: range, generation: int = 1) -> list[Any]:
     return [_Message(o, generation) for o in offsets]
 
 
+def _count_gets(inbox: Inbox) -> asyncio.Queue[int]:
+    """Reports the number of each `get` on the inbox's queue as it begins, so a test can wait for a take to block.
+
+    A take that has called `get` N times and is not done has dropped or joined
+    what came before and now waits on an empty queue.
+    """
+    calls: asyncio.Queue[int] = asyncio.Queue()
+    original = inbox.queue.get
+    count = 0
+
+    async def get() -> Any:
+        nonlocal count
+        count += 1
+        calls.put_nowait(count)
+        return await original()
+
+    inbox.queue.get = get  # type: ignore[method-assign]
+    return calls
+
+
+async def _blocked_in_get(waiting: asyncio.Future[Any], calls: asyncio.Queue[int], number: int) -> None:
+    """Until the take behind `waiting` has begun its `number`-th get; fails at once if the take returns instead."""
+    while True:
+        got = asyncio.ensure_future(calls.get())
+        done, _ = await asyncio.wait({got, waiting}, timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            got.cancel()
+            raise AssertionError(f"take returned {[m.offset for m in waiting.result()]} instead of waiting")
+        assert got in done, "take neither returned nor called get"
+        if got.result() >= number:
+            return  # the take ran on into that get, which blocks on the empty queue, before this task resumed
+
+
 async def test_waiting_fetches_are_joined_up_to_the_batch_size_and_tracked() -> None:
     app, inbox = _setup()
     for start in (0, 3, 6):
@@ -80,8 +113,10 @@ async def test_a_rebalance_clears_the_queue_and_take_waits_for_the_next_fetch() 
     app.flow_control.suspend()
     app.flow_control.clear()  # what Faust does when partitions are revoked
     assert inbox.queue.empty()
+    calls = _count_gets(inbox)
     waiting = asyncio.ensure_future(inbox.take(app, max_messages=100))
-    await asyncio.sleep(0.01)
+    # If the cleared fetch were still queued, the take would get it (its first get) and go on.
+    await _blocked_in_get(waiting, calls, 1)
     assert not waiting.done()
     app.flow_control.resume()
     app.consumer_generation_id = 2
@@ -94,8 +129,11 @@ async def test_a_fetch_taken_while_flow_is_suspended_is_dropped() -> None:
     app, inbox = _setup()
     inbox.queue.put_nowait(_fetch(range(0, 3)))
     app.flow_control.suspend()
+    calls = _count_gets(inbox)
     waiting = asyncio.ensure_future(inbox.take(app, max_messages=100))
-    await asyncio.sleep(0.01)
+    # The first get returns the fetch; the take drops it (flow is suspended) and gets again.
+    # A take that kept the fetch would return it instead of reaching the second get.
+    await _blocked_in_get(waiting, calls, 2)
     assert not waiting.done() and inbox.queue.empty() and app.consumer.tracked == []
     app.flow_control.resume()
     inbox.queue.put_nowait(_fetch(range(3, 4)))
