@@ -13,7 +13,6 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.ruleset import Ruleset
-from streams import metrics
 from streams.topics import ensure_topics
 from tests.support import WorkerProcess, encode_records, make_settings, new_worker, produce, unique_prefix
 
@@ -98,11 +97,13 @@ def _traffic(now: datetime) -> list[tuple[str, str, object]]:
     ]
 
 
-def scrape_until(worker: WorkerProcess, done: Callable[[Samples], bool], timeout: float) -> Samples:
+def scrape_until(worker: WorkerProcess, done: Callable[[Samples], bool], timeout: float, what: str) -> Samples:
+    """Scrapes until `done(samples)`; fails after `timeout` naming `what` it waited for."""
     deadline = time.monotonic() + timeout
     samples = parse(worker.metrics())
-    while not done(samples) and time.monotonic() < deadline:
+    while not done(samples):
         assert worker.proc is not None and worker.proc.poll() is None, worker.tail()
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}\n{worker.tail()}"
         time.sleep(0.3)
         samples = parse(worker.metrics())
     return samples
@@ -119,13 +120,15 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
         asyncio.run(produce(broker, encode_records(prefix, _traffic(datetime.now(UTC)))))
 
         def complete(s: Samples) -> bool:
+            # A batch's counts are published together, after its alerts and dead letters are on
+            # the broker: once all 10 messages count as consumed, every other series is final, so
+            # the exact values below hold no more and no less than this traffic caused.
             consumed = sum(series(s, "clientpulse_events_consumed_total").values())
-            alerts = sum(series(s, "clientpulse_alerts_emitted_total").values())
             lag = series(s, "clientpulse_consumer_lag_messages")
-            return consumed >= 10 and alerts >= 4 and len(lag) >= 3 * PARTITIONS
+            return consumed >= 10 and len(lag) >= 3 * PARTITIONS
 
         # The lag timer first runs 15 s after the worker starts; everything else is there sooner.
-        s = scrape_until(worker, complete, timeout=35)
+        s = scrape_until(worker, complete, timeout=35, what="10 messages consumed and a lag series per partition")
 
         assert series(s, "clientpulse_events_consumed_total") == {
             frozenset({("topic", tx_topic)}): 8,
@@ -179,22 +182,3 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
                         assert secret not in label_value, f"{sample.name} carries {secret!r} in a label"
     finally:
         worker.stop()
-
-
-def test_consumer_lag_report_drops_partitions_no_longer_owned() -> None:
-    """After a rebalance a worker reports only what it owns, so sum() over workers counts each partition once."""
-
-    def reported() -> dict[tuple[str, str], float]:
-        return {
-            (s.labels["topic"], s.labels["partition"]): s.value
-            for family in metrics.CONSUMER_LAG.collect()
-            for s in family.samples
-        }
-
-    try:
-        metrics.report_consumer_lag({("in", 0): 5, ("in", 1): 7})
-        assert reported() == {("in", "0"): 5, ("in", "1"): 7}
-        metrics.report_consumer_lag({("in", 1): 2, ("in", 2): -3})
-        assert reported() == {("in", "1"): 2, ("in", "2"): 0}
-    finally:
-        metrics.CONSUMER_LAG.clear()

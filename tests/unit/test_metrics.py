@@ -1,4 +1,4 @@
-"""Observing a batch of values at once gives the histogram that one observe() per value gives."""
+"""Metric helpers: a batch of values observed at once, and the consumer-lag report after a rebalance."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Histogram
 
+from streams import metrics
 from streams.metrics import LAG_BUCKETS, observe_all
 
 
@@ -34,3 +35,22 @@ def test_nan_counts_in_no_bucket_as_with_observe() -> None:
     observe_all(at_once, [0.5, math.nan, 3.0])
     counts = {s.labels.get("le"): s.value for m in at_once.collect() for s in m.samples if s.name == "lag_bucket"}
     assert counts == {"1.0": 1.0, "2.0": 1.0, "+Inf": 2.0}
+
+
+def test_consumer_lag_report_drops_partitions_no_longer_owned() -> None:
+    """After a rebalance a worker reports only what it owns, so sum() over workers counts each partition once."""
+
+    def reported() -> dict[tuple[str, str], float]:
+        return {
+            (s.labels["topic"], s.labels["partition"]): s.value
+            for family in metrics.CONSUMER_LAG.collect()
+            for s in family.samples
+        }
+
+    try:
+        metrics.report_consumer_lag({("in", 0): 5, ("in", 1): 7})
+        assert reported() == {("in", "0"): 5, ("in", "1"): 7}
+        metrics.report_consumer_lag({("in", 1): 2, ("in", 2): -3})
+        assert reported() == {("in", "1"): 2, ("in", "2"): 0}
+    finally:
+        metrics.CONSUMER_LAG.clear()

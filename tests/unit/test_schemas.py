@@ -271,3 +271,11 @@ def test_dead_letter_keeps_the_original_bytes() -> None:
     assert binary.key is None
     huge = dead_letter("t", 0, 1, b"k", b"a" * 100_000, Rejection("too_large", "x"), at)
     assert huge.raw_truncated and len(huge.raw) < 100_000
+
+
+def test_deep_nesting_in_an_unknown_field_is_a_dead_letter(rules: Ruleset) -> None:
+    """msgspec raised RecursionError on ~5,000 nested brackets in an unknown field, crashing the worker."""
+    raw = orjson.dumps({**tx(), "x": 0})[:-2] + b"[" * 5000 + b"]" * 5000 + b"}"
+    assert len(raw) < MAX_MESSAGE_BYTES
+    result = decode("transactions", b"c-1", raw, rules)
+    assert isinstance(result, Rejection) and result.reason == "invalid_json", result
