@@ -1,7 +1,8 @@
-"""Unit tests need no broker, no database and no child process: this folder refuses all three."""
+"""Unit tests need no broker, no database, no network and no child process: this folder refuses all of them."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 from collections.abc import Iterator
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 
 _REAL_SERVICES = frozenset({"broker", "database_url"})
+_NETWORK = (socket.AF_INET, socket.AF_INET6)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -19,9 +21,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_child_processes(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_child_processes_or_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def refuse(*args: Any, **kwargs: Any) -> Any:
         raise AssertionError("unit tests start no processes: move this test to tests/integration")
 
+    connect, connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+    def guarded(method: Any) -> Any:
+        def call(self: socket.socket, address: Any) -> Any:
+            if self.family in _NETWORK:
+                raise AssertionError(f"unit tests open no connections ({address}): move this test to tests/integration")
+            return method(self, address)
+
+        return call
+
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+    monkeypatch.setattr(socket.socket, "connect", guarded(connect))
+    monkeypatch.setattr(socket.socket, "connect_ex", guarded(connect_ex))
     yield
