@@ -1,9 +1,12 @@
-"""Small builders for rule tests: wire-format events (SPEC §2) and a desk that applies them.
+"""Small builders for rule tests: the test rules, wire-format events (docs/events.md) and a desk that applies them.
 
-Events are plain dicts in the wire format, validated through the contract models
-before the engine sees them, so a test cannot feed the rules something a
-producer could not send. `Desk` drives the engine the way a replay does: the
-clock is the largest occurred_at seen so far, and `advance` moves it further.
+`RULES` is tests/rules/thresholds.yaml, not the shipped file: the rule tests
+state the thresholds they check, and those stay put when a business default
+changes. Events are plain dicts in the wire format, validated through the
+contract models before the engine sees them, so a test cannot feed the rules
+something a producer could not send. `Desk` drives the batch processor the
+way a replay does: the clock is the largest occurred_at seen so far, and
+`advance` moves it further.
 """
 
 from __future__ import annotations
@@ -11,18 +14,23 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
 
 from handlers.batch import BatchProcessor, BatchResult
 from handlers.batch import Record as InputRecord
-from handlers.ruleset import Ruleset
+from handlers.ruleset import Ruleset, load_rules
 from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
 from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
 from schemas.topics import CLIENTS, INTERACTIONS, TRANSACTIONS
+
+THRESHOLDS = Path(__file__).resolve().parents[1] / "rules" / "thresholds.yaml"
+RULES = load_rules(THRESHOLDS)
+"""The rules every unit test of the rules runs (the `rules` fixture in this folder)."""
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 """A Monday morning; tests place events relative to it."""

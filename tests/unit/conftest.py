@@ -9,8 +9,17 @@ from typing import Any
 
 import pytest
 
+from handlers.ruleset import Ruleset
+from tests.unit.builders import RULES
+
 _REAL_SERVICES = frozenset({"broker", "database_url"})
 _NETWORK = (socket.AF_INET, socket.AF_INET6)
+
+
+@pytest.fixture(scope="session")
+def rules() -> Ruleset:
+    """tests/rules/thresholds.yaml: unit tests state the thresholds they check (the shipped file has its own test)."""
+    return RULES
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -11,15 +11,14 @@ from hypothesis import strategies as st
 
 from handlers.alerting import alert_json
 from handlers.replay import Replay
-from handlers.ruleset import load_rules
 from handlers.trusted import construct
 from schemas.alerts import ALERT_TYPES, Alert
-from streams.settings import DEFAULT_RULES
 from streams.tools.synthetic import history
+from tests.unit.builders import RULES
 
 
 def test_every_alert_of_a_synthetic_history() -> None:
-    replay = Replay(load_rules(DEFAULT_RULES), detected_at=datetime(2026, 11, 30, 9, 1, 2, 345_678, tzinfo=UTC))
+    replay = Replay(RULES, detected_at=datetime(2026, 11, 30, 9, 1, 2, 345_678, tzinfo=UTC))
     alerts = []
     for topic, key, value in history(6_000, 300, seed=3):
         alerts += replay.feed_raw(topic, key.encode(), orjson.dumps(value))

@@ -1,4 +1,5 @@
-"""Duplicates and disorder (SPEC §3 ordering, §4.5 duplicates): what "slightly out of order" means, and proof.
+"""Duplicates and disorder (docs/rules.md, "Ordering" and "Suppression and duplicates"): what "slightly out of
+order" means, and proof.
 
 Kafka keeps order only inside one topic partition. A client's events of one
 topic are in one partition, so they keep their order; everything else may
@@ -12,15 +13,16 @@ stream is only "slightly" out of order, which here means exactly:
    later (tested with 3 h, 6 h and 2 days of event time), but never after the
    clock (the largest occurred_at seen) has passed one of its own client's
    clock-rule due times (dormancy, overdue RM contact, maturity): once the clock
-   passes a due time the rule fires (SPEC §3), so an event arriving later than
+   passes a due time the rule fires (docs/rules.md, "The clock"), so an event arriving later than
    that is *late*, not slightly out of order, and is applied after the alert;
 3. any event may be re-delivered (here 10% of them, once each) as long as the
-   copy arrives within `dedupe_days` (7 days) of its client's latest event
-   time: the copy is recognised by its event_id and changes nothing.
+   copy arrives within `dedupe_days` (7 days shipped, 10 in the test rules) of
+   its client's latest event time: the copy is recognised by its event_id and
+   changes nothing.
 
 `disorder()` builds such a stream from a clean one. The two tests after the
 property show why rules 1 and 2 are needed: breaking either one changes an
-alert, as the SPEC says it should.
+alert, as docs/rules.md says it may.
 """
 
 from __future__ import annotations
@@ -37,15 +39,13 @@ from hypothesis import strategies as st
 
 from handlers import engine
 from handlers.replay import Replay
-from handlers.ruleset import Ruleset, load_rules
+from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
-from streams.settings import DEFAULT_RULES
 from streams.tools.synthetic import Record, history
-from tests.unit.builders import at, client_event, deposit, interaction, record, tx
+from tests.unit.builders import RULES, at, client_event, deposit, interaction, record, tx
 
-RULES = load_rules(DEFAULT_RULES)
 DETECTED_AT = datetime(2030, 1, 1, tzinfo=UTC)
 START = datetime(2026, 1, 1, tzinfo=UTC)
 SPAN_DAYS = 120
@@ -109,7 +109,8 @@ def disorder(
     arrival; copies arrive up to `redeliver_within` after their original. The
     stream is sorted by arrival time.
     """
-    assert window + redeliver_within < timedelta(days=7), "copies must arrive within the 7-day duplicate memory"
+    memory = timedelta(microseconds=rules.dedupe)
+    assert window + redeliver_within < memory, f"copies must arrive within the duplicate memory ({memory})"
     rng = random.Random(seed)
     window_us = window // timedelta(microseconds=1)
     within_us = redeliver_within // timedelta(microseconds=1)
@@ -225,8 +226,8 @@ def alerts_of(values: list[dict[str, Any]], until: datetime) -> list[tuple[str, 
 def test_swapping_one_clients_own_events_is_not_slight() -> None:
     """An RM change and an outflow of one client: the outflow alert names whichever RM was assigned first."""
     onboard = client_event(at(0), "onboarded", rm_id="rm-1")
-    funds = deposit(at(0, 1), "700000")
-    outflow = tx(at(1), "600000", bank="external")
+    funds = deposit(at(0, 1), "150000")
+    outflow = tx(at(1), "100000", bank="external")
     reassign = client_event(at(1, 1), "rm_assigned", rm_id="rm-2")
     until = at(2)
     in_order = alerts_of([onboard, funds, outflow, reassign], until)
@@ -238,9 +239,9 @@ def test_swapping_one_clients_own_events_is_not_slight() -> None:
 def test_an_event_arriving_after_its_clients_due_time_is_late() -> None:
     """The clock passed the client's dormancy due before its activity arrived: dormancy fired, then reactivation."""
     quiet = [client_event(at(0), "onboarded", rm_id="rm-1"), deposit(at(0), "1000")]
-    activity = interaction(at(179, 23), "inquiry")
-    other = deposit(at(180, 1), "1000", client="c-2")
-    until = at(181)
+    activity = interaction(at(99, 23), "inquiry")  # dormancy is due at day 100
+    other = deposit(at(100, 1), "1000", client="c-2")
+    until = at(101)
     assert [t for t, _, _ in alerts_of([*quiet, activity, other], until) if t in ("dormancy", "reactivation")] == []
     late = alerts_of([*quiet, other, activity], until)
     assert [t for t, _, _ in late if t in ("dormancy", "reactivation")] == ["dormancy", "reactivation"]

@@ -1,8 +1,10 @@
-"""Properties of a replay (SPEC §3, §4.5): re-deliveries change nothing, sweep spacing changes nothing.
+"""Properties of a replay (docs/rules.md, "The clock" and "Suppression and duplicates"): re-deliveries change
+nothing, sweep spacing changes nothing.
 
 Histories are drawn from a small world (two clients, amounts around the tier
-floors and limits, time steps from seconds to months, the odd late event) so
-that the rules actually fire: tiers move, outflows trip, clients go quiet.
+floors and limits of tests/rules/thresholds.yaml, time steps from seconds to
+beyond its dormancy period, the odd late event) so that the rules actually fire:
+tiers move, outflows trip, clients go quiet.
 """
 
 from __future__ import annotations
@@ -16,17 +18,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from handlers.replay import Replay
-from handlers.ruleset import load_rules
-from streams.settings import DEFAULT_RULES
-from tests.unit.builders import T0, Value, client_event, interaction, maturing, record, tx
+from tests.unit.builders import RULES, T0, Value, client_event, interaction, maturing, record, tx
 
-RULES = load_rules(DEFAULT_RULES)
 DETECTED_AT = datetime(2030, 1, 1, tzinfo=UTC)
-DEDUPE = timedelta(days=7)
+DEDUPE = timedelta(microseconds=RULES.dedupe)
+"""10 days in tests/rules/thresholds.yaml."""
 
 CLIENTS = ("c-1", "c-2")
-AMOUNTS = ("800", "30000", "49999.99", "50000", "100000", "250000", "499999.99", "650000", "2100000", "6500000")
-LONG_STEPS = (0, 1, 3600, 86_400, 6 * 86_400, 29 * 86_400, 95 * 86_400, 185 * 86_400, -3600, -2 * 86_400)
+# Around the floors (10,000 / 100,000 / 1,000,000 / 5,000,000) and limits (10,000 / 20,000 / 100,000 / ...).
+AMOUNTS = ("800", "8000", "9999.99", "10000", "20000", "60000", "99999.99", "150000", "1100000", "5500000")
+# Up to and beyond the windows (5 and 20 days), RM contact (20 to 60 days) and dormancy (50 and 100 days).
+LONG_STEPS = (0, 1, 3600, 86_400, 4 * 86_400, 19 * 86_400, 55 * 86_400, 105 * 86_400, -3600, -2 * 86_400)
 SHORT_STEPS = (0, 1, 60, 3600, 6 * 3600)
 
 PROPERTY = settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -38,7 +40,7 @@ def events(draw: st.DrawFn, when: datetime, event_id: str) -> Value:
     kind = draw(st.sampled_from(("debit", "debit", "credit", "credit", "bank", "interaction", "client")))
     common: dict[str, Any] = {"client": client, "event_id": event_id}
     if kind in ("debit", "credit"):
-        balance = draw(st.sampled_from((None, None, None, None, "0", "480000", "2500000")))
+        balance = draw(st.sampled_from((None, None, None, None, "0", "90000", "1200000")))
         return tx(
             when,
             draw(st.sampled_from(AMOUNTS)),
@@ -64,7 +66,7 @@ def events(draw: st.DrawFn, when: datetime, event_id: str) -> Value:
         return interaction(when, "inquiry", **common)
     choice = draw(st.sampled_from(("onboarded", "onboarded", "rm_assigned", "maturing", "closed")))
     if choice == "maturing":
-        days = draw(st.sampled_from((3, 10, 40)))
+        days = draw(st.sampled_from((5, 12, 40)))  # the notice is 10 days: already due, soon, later
         maturity = (when + timedelta(days=days)).date().isoformat()
         return maturing(when, draw(st.sampled_from(("td-1", "td-2"))), maturity, **common)
     if choice == "rm_assigned":
@@ -102,7 +104,7 @@ def alerts_of(history: list[Value], sweep_every: int = 1) -> Counter[bytes]:
 
 
 def redeliver(history: list[Value], picks: list[tuple[int, int]]) -> list[Value]:
-    """Insert copies of events `delay` positions after the original, while it is at most 7 days old."""
+    """Insert copies of events `delay` positions after the original, while it is at most DEDUPE old."""
     inserts: list[tuple[int, Value]] = []
     for index, delay in picks:
         source = index % len(history)
@@ -125,7 +127,7 @@ def test_redelivered_events_interleaved_change_no_alert(history: list[Value], pi
 @PROPERTY
 @given(history=histories(steps=SHORT_STEPS))
 def test_a_history_delivered_twice_gives_the_alerts_of_once(history: list[Value]) -> None:
-    # every event of the second pass is within the 7 days the ids are remembered
+    # every event of the second pass is within the 10 days the ids are remembered
     assert max(map(occurred, history)) - min(map(occurred, history)) <= DEDUPE
     assert alerts_of(history + history) == alerts_of(history)
 

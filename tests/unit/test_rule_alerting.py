@@ -1,4 +1,11 @@
-"""SPEC §3, §4.5, §5: balances and FX, bank postings, duplicates, cooldowns, and what every alert carries."""
+"""Client state, suppression and alerts (docs/rules.md): balances and FX, bank postings, duplicates, cooldowns,
+and what every alert carries.
+
+Thresholds of tests/rules/thresholds.yaml: 1 USD = 8.00 CNY, 1 EUR = 9.50,
+1 HKD = 0.75; single limits mass 10,000, gold 20,000, platinum 100,000,
+private 1,000,000 CNY (3x is critical); large_outflow cooldown 2 h; event ids
+remembered for 10 days of event time.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,8 @@ import pytest
 
 from handlers.ruleset import Ruleset, parse_rules
 from schemas.alerts import Alert
-from streams.settings import DEFAULT_RULES
 from tests.unit.builders import (
+    THRESHOLDS,
     Desk,
     at,
     client_event,
@@ -30,10 +37,11 @@ US = timedelta(microseconds=1)
 @pytest.mark.parametrize(
     ("amount", "currency", "cents"),
     [
-        ("1000.00", "USD", 710_000),  # 7.10
-        ("1000.00", "EUR", 770_000),  # 7.70
-        ("1000.00", "HKD", 91_000),  # 0.91
-        ("0.01", "HKD", 1),  # 0.0091 rounds half-even to 0.01
+        ("1000.00", "USD", 800_000),  # 8.00
+        ("1000.00", "EUR", 950_000),  # 9.50
+        ("1000.00", "HKD", 75_000),  # 0.75
+        ("0.01", "HKD", 1),  # 0.0075 rounds half-even to 0.01
+        ("0.06", "HKD", 4),  # 0.045 rounds half-even to 0.04
         ("0.005", "CNY", 0),  # 0.005 rounds half-even to 0.00
         ("0.015", "CNY", 2),  # 0.015 rounds half-even to 0.02
         ("1000", "CNY", 100_000),
@@ -48,20 +56,20 @@ def test_amounts_convert_to_base_currency_cents(rules: Ruleset, amount: str, cur
 @pytest.mark.parametrize(
     ("usd", "cny"),
     [
-        ("7042.25", None),  # x 7.10 = 49,999.975 -> 49,999.98
-        ("7042.2528", None),  # 49,999.99488 -> 49,999.99
-        ("7042.2535", "50000.00"),  # 49,999.99985 -> 50,000.00: at the limit once in cents
-        ("7042.26", "50000.05"),  # 50,000.046 -> 50,000.05
+        ("1249.99", None),  # x 8.00 = 9,999.92
+        ("1249.99935", None),  # 9,999.9948 -> 9,999.99
+        ("1249.999375", "10000.00"),  # 9,999.995 -> 10,000.00 (half-even): at the limit once in cents
+        ("1250.01", "10000.08"),
     ],
 )
 def test_fx_amount_is_compared_in_base_currency(rules: Ruleset, usd: str, cny: str | None) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "1000"))  # mass: limit 50,000 CNY
+    desk.send(deposit(at(days=-1), "1000"))  # mass: limit 10,000 CNY
     found = of_type(desk.send(tx(at(), usd, currency="USD", bank="internal")), "large_outflow")
     if cny is None:
         assert found == []
         return
-    assert [(a.facts["amount"], a.facts["limit"]) for a in found] == [(cny, "50000.00")]
+    assert [(a.facts["amount"], a.facts["limit"]) for a in found] == [(cny, "10000.00")]
     assert found[0].title == f"Outflow of {int(cny[:-3]):,}{cny[-3:]} CNY"
 
 
@@ -69,12 +77,12 @@ def test_balance_after_sets_the_account_balance_converted(rules: Ruleset) -> Non
     desk = Desk(rules)
     desk.send(deposit(at(), "1000", account="acct-1"))
     alerts = desk.send(deposit(at(hours=1), "100", account="acct-2", currency="USD", balance_after="10000"))
-    # acct-2 holds USD 10,000 = CNY 71,000 whatever the arithmetic says; AUM 72,000 -> gold
-    assert desk.state().accounts == {"acct-1": 100_000, "acct-2": 7_100_000}
-    assert one(alerts, "tier_upgrade").facts["aum"] == "72000.00"
+    # acct-2 holds USD 10,000 = CNY 80,000 whatever the arithmetic says; AUM 81,000 -> gold
+    assert desk.state().accounts == {"acct-1": 100_000, "acct-2": 8_000_000}
+    assert one(alerts, "tier_upgrade").facts["aum"] == "81000.00"
     desk.send(tx(at(hours=2), "100", account="acct-1", balance_after="5000"))
     assert desk.state().accounts["acct-1"] == 500_000
-    assert desk.state().aum == 7_600_000
+    assert desk.state().aum == 8_500_000
 
 
 def test_debit_and_credit_arithmetic_without_balance_after(rules: Ruleset) -> None:
@@ -86,14 +94,14 @@ def test_debit_and_credit_arithmetic_without_balance_after(rules: Ruleset) -> No
 def test_bank_postings_move_balances_but_are_not_activity_or_outflow(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(client_event(at(), "onboarded"))
-    alerts = desk.send(tx(at(days=1), "5000000", "credit", by="bank", kind="interest", bank="external"))
+    alerts = desk.send(tx(at(days=1), "2000000", "credit", by="bank", kind="interest", bank="external"))
     assert alerts == []  # first classification: silent; no inflow, no first transaction
     assert desk.state().tier == "diamond"
     assert desk.state().last_activity is None
-    alerts = desk.send(tx(at(days=2), "4000000", "debit", by="bank", kind="fee", bank="external"))
-    assert types(alerts) == ["tier_downgrade"]  # 1,000,000 left: platinum
-    # dormancy still counts from onboarding (no customer activity yet)
-    assert one(desk.advance(at(days=180)), "dormancy").facts["counted_from"] == "onboarding"
+    alerts = desk.send(tx(at(days=2), "1500000", "debit", by="bank", kind="fee", bank="external"))
+    assert types(alerts) == ["tier_downgrade"]  # 500,000 left: platinum
+    # dormancy (100 days) still counts from onboarding (no customer activity yet)
+    assert one(desk.advance(at(days=100)), "dormancy").facts["counted_from"] == "onboarding"
 
 
 # ----------------------------------------------------------------- duplicates
@@ -101,8 +109,8 @@ def test_bank_postings_move_balances_but_are_not_activity_or_outflow(rules: Rule
 
 def test_repeated_event_id_is_ignored(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "400000"))
-    debit = tx(at(), "150000", bank="external", event_id="e-1")
+    desk.send(deposit(at(days=-1), "250000"))  # platinum: limit 100,000; drain at 40% of 250,000
+    debit = tx(at(), "100000", bank="external", event_id="e-1")
     first = desk.send(debit)
     assert sorted(types(first)) == ["aum_drain", "large_outflow"]
     aum = desk.state().aum
@@ -115,7 +123,7 @@ def test_duplicate_is_recognised_after_other_events_and_days(rules: Ruleset) -> 
     desk = Desk(rules)
     complaint = interaction(at(), "complaint", event_id="i-9")
     assert types(desk.send(complaint)) == ["complaint"]
-    desk.send(deposit(at(days=3), "10"), deposit(at(days=7), "10"))  # exactly 7 days of event time later
+    desk.send(deposit(at(days=3), "10"), deposit(at(days=10), "10"))  # exactly 10 days of event time later
     assert desk.send(complaint) == []
     assert desk.duplicates == 1
 
@@ -133,13 +141,13 @@ def test_same_event_id_of_another_client_is_not_a_duplicate(rules: Ruleset) -> N
 # ------------------------------------------------------------------ cooldowns
 
 
-def test_cooldown_suppresses_the_same_severity_within_the_hour(rules: Ruleset) -> None:
+def test_cooldown_suppresses_the_same_severity_within_two_hours(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "20000000"))  # private; limit 2,000,000
-    big = "2000000"
+    desk.send(deposit(at(days=-1), "20000000"))  # private; limit 1,000,000
+    big = "1000000"
     first = desk.send(tx(at(), big, bank="internal"))
-    inside = desk.send(tx(at(hours=1) - US, big, bank="internal"))
-    after = desk.send(tx(at(hours=1), big, bank="internal"))
+    inside = desk.send(tx(at(hours=2) - US, big, bank="internal"))
+    after = desk.send(tx(at(hours=2), big, bank="internal"))
     assert [a.severity for a in of_type(first + inside + after, "large_outflow")] == ["warning", "warning"]
     assert of_type(inside, "large_outflow") == []
     assert desk.suppressed.count("large_outflow") == 1
@@ -147,26 +155,26 @@ def test_cooldown_suppresses_the_same_severity_within_the_hour(rules: Ruleset) -
 
 def test_cooldown_lets_a_higher_severity_through(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "20000000"))  # private; limit 2,000,000
+    desk.send(deposit(at(days=-1), "20000000"))  # private; limit 1,000,000
     sent = []
-    for minutes, bank in [(0, "internal"), (10, "external"), (20, "internal"), (30, "external"), (70, "external")]:
+    for minutes, bank in [(0, "internal"), (10, "external"), (20, "internal"), (30, "external"), (130, "external")]:
         sent += [
             (minutes, a.severity)
-            for a in of_type(desk.send(tx(at(minutes=minutes), "2000000", bank=bank)), "large_outflow")
+            for a in of_type(desk.send(tx(at(minutes=minutes), "1000000", bank=bank)), "large_outflow")
         ]
-    # warning; critical escalates; warning and critical inside the hour after the critical are suppressed;
-    # a critical one hour after the last one sent goes out
-    assert sent == [(0, "warning"), (10, "critical"), (70, "critical")]
+    # warning; critical escalates; warning and critical inside the two hours after the critical are suppressed;
+    # a critical two hours after the last one sent goes out
+    assert sent == [(0, "warning"), (10, "critical"), (130, "critical")]
     assert desk.suppressed.count("large_outflow") == 2
 
 
 def test_cooldowns_are_per_client_and_type(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "400000", client="c-1"), deposit(at(days=-1), "400000", client="c-2"))
+    desk.send(deposit(at(days=-1), "90000", client="c-1"), deposit(at(days=-1), "90000", client="c-2"))  # gold
     alerts = desk.send(
-        tx(at(), "100000", bank="internal", client="c-1"),
-        tx(at(minutes=1), "100000", bank="internal", client="c-2"),
-        tx(at(minutes=2), "100000", "credit", bank="external", client="c-1"),
+        tx(at(), "20000", bank="internal", client="c-1"),
+        tx(at(minutes=1), "20000", bank="internal", client="c-2"),
+        tx(at(minutes=2), "20000", "credit", bank="external", client="c-1"),
     )
     assert [(a.client_id, a.type) for a in alerts] == [
         ("c-1", "large_outflow"),
@@ -178,8 +186,8 @@ def test_cooldowns_are_per_client_and_type(rules: Ruleset) -> None:
 def test_a_suppressed_alert_does_not_extend_the_cooldown(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(deposit(at(days=-1), "20000000"))
-    times = [at(), at(minutes=50), at(minutes=60)]
-    found = [of_type(desk.send(tx(t, "2000000", bank="internal")), "large_outflow") for t in times]
+    times = [at(), at(minutes=100), at(minutes=120)]  # the one at 100 minutes is suppressed
+    found = [of_type(desk.send(tx(t, "1000000", bank="internal")), "large_outflow") for t in times]
     assert [len(f) for f in found] == [1, 0, 1]
 
 
@@ -189,13 +197,13 @@ def test_a_suppressed_alert_does_not_extend_the_cooldown(rules: Ruleset) -> None
 def _rich_history(desk: Desk) -> list[Alert]:
     alerts = desk.send(
         client_event(at(), "onboarded", rm_id="rm-7", event_id="k-1"),
-        deposit(at(hours=1), "700000", event_id="t-1"),
+        deposit(at(hours=1), "150000", event_id="t-1"),  # platinum
         maturing(at(hours=2), "td-1", "2026-05-01", event_id="k-2"),
-        tx(at(days=1), "600000", bank="external", event_id="t-2"),
+        tx(at(days=1), "100000", bank="external", event_id="t-2"),  # to gold
         interaction(at(days=2), "complaint", severity="high", event_id="i-1"),
-        tx(at(days=3), "600000", "credit", bank="external", event_id="t-3"),
+        tx(at(days=3), "100000", "credit", bank="external", event_id="t-3"),  # back to platinum
     )
-    return alerts + desk.advance(at(days=400))
+    return alerts + desk.advance(at(days=200))
 
 
 def test_alert_ids_are_deterministic_and_facts_are_text(rules: Ruleset) -> None:
@@ -211,8 +219,7 @@ def test_alert_ids_are_deterministic_and_facts_are_text(rules: Ruleset) -> None:
             "large_inflow",
             "tier_upgrade",
             "product_maturity",
-            "no_rm_contact",
-            "no_rm_contact",
+            "no_rm_contact",  # days 63, 123 and 183: 60 days from re-entering platinum
             "no_rm_contact",
             "no_rm_contact",
             "dormancy",
@@ -240,8 +247,8 @@ def test_alert_id_depends_on_client_type_and_trigger(rules: Ruleset) -> None:
     assert complaint_id("c-1", "e-1") != complaint_id("c-2", "e-1")
     # one event, two alert types: two ids
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "400000"))
-    alerts = desk.send(tx(at(), "150000", bank="external", event_id="e-1"))
+    desk.send(deposit(at(days=-1), "250000"))
+    alerts = desk.send(tx(at(), "100000", bank="external", event_id="e-1"))  # large_outflow and aum_drain
     assert len({a.alert_id for a in alerts}) == len(alerts) == 2
 
 
@@ -249,20 +256,20 @@ def test_clock_alert_id_is_that_of_its_due_time_not_of_the_sweep(rules: Ruleset)
     early, late = Desk(rules), Desk(rules)
     for desk in (early, late):
         desk.send(deposit(at(), "1000"))
-    on_time = one(early.advance(at(days=180)), "dormancy")
+    on_time = one(early.advance(at(days=100)), "dormancy")
     much_later = one(late.advance(at(days=300)), "dormancy")
     assert on_time.model_dump(exclude={"detected_at"}) == much_later.model_dump(exclude={"detected_at"})
     # another quiet period is another alert
-    early.send(deposit(at(days=181), "1"))
-    assert one(early.advance(at(days=361)), "dormancy").alert_id != on_time.alert_id
+    early.send(deposit(at(days=101), "1"))
+    assert one(early.advance(at(days=201)), "dormancy").alert_id != on_time.alert_id
 
 
 def test_rule_version_follows_the_rules_content(rules: Ruleset) -> None:
-    text = DEFAULT_RULES.read_text()
+    text = THRESHOLDS.read_text()
     assert parse_rules(text).rule_version == rules.rule_version
-    changed = parse_rules(text.replace("large_outflow: 1", "large_outflow: 2"))
+    changed = parse_rules(text.replace("large_outflow: 2", "large_outflow: 3"))
     assert changed.rule_version != rules.rule_version
-    assert rules.rule_version.startswith("2026.1")
+    assert rules.rule_version.startswith("test-thresholds+")
     desk = Desk(changed)
     assert desk.send(interaction(at(), "complaint"))[0].rule_version == changed.rule_version
 

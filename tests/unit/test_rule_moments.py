@@ -1,4 +1,12 @@
-"""SPEC §4.4: complaint, large_inflow, new_client_first_txn, product_maturity, no_rm_contact."""
+"""Key moments (docs/rules.md, "Key moments"): complaint, large_inflow, new_client_first_txn, maturity, RM contact.
+
+Thresholds of tests/rules/thresholds.yaml: tier floors gold 10,000, platinum
+100,000, diamond 1,000,000, private 5,000,000 CNY; single limits mass 10,000 and
+gold 20,000 (large_inflow compares with them); large_inflow cooldown 6 h; the
+thank-you call is due 12 h after the first transaction; a maturity alert 10 days
+before the maturity date; no RM contact for 60 days at platinum, 40 at diamond,
+20 at private.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from handlers.ruleset import Ruleset, parse_rules
-from streams.settings import DEFAULT_RULES
 from tests.unit.builders import (
+    THRESHOLDS,
     Desk,
     at,
     client_event,
@@ -34,10 +42,10 @@ US = timedelta(microseconds=1)
         ("1000", "low", "warning"),  # mass
         ("1000", "medium", "warning"),
         ("1000", "high", "critical"),
-        ("100000", "medium", "warning"),  # gold
-        ("500000", "low", "critical"),  # platinum
-        ("2000000", None, "critical"),  # diamond
-        ("6000000", "low", "critical"),  # private
+        ("50000", "medium", "warning"),  # gold
+        ("100000", "low", "critical"),  # platinum
+        ("1000000", None, "critical"),  # diamond
+        ("5000000", "low", "critical"),  # private
     ],
 )
 def test_complaint_severity(rules: Ruleset, aum: str | None, severity: str | None, expected: str) -> None:
@@ -56,7 +64,7 @@ def test_complaint_severity(rules: Ruleset, aum: str | None, severity: str | Non
 
 def test_complaints_are_never_suppressed(rules: Ruleset) -> None:
     # even a rules file asking for a complaint cooldown cannot suppress one
-    text = DEFAULT_RULES.read_text().replace("  complaint: 0", "  complaint: 24")
+    text = THRESHOLDS.read_text().replace("  complaint: 0", "  complaint: 24")
     assert "complaint: 24" in text
     strict = parse_rules(text)
     for ruleset in (rules, strict):
@@ -72,9 +80,9 @@ def test_complaints_are_never_suppressed(rules: Ruleset) -> None:
 @pytest.mark.parametrize(
     ("amount", "bank", "by", "fires"),
     [
-        ("49999.99", "external", "customer", False),  # mass limit 50,000
-        ("50000.00", "external", "customer", True),
-        ("50000.01", "external", "customer", True),
+        ("9999.99", "external", "customer", False),  # mass limit 10,000
+        ("10000.00", "external", "customer", True),
+        ("10000.01", "external", "customer", True),
         ("900000", "internal", "customer", False),  # from inside the bank
         ("900000", None, "customer", False),  # no counterparty: not known to be another bank
         ("900000", "external", "bank", False),  # bank posting
@@ -90,25 +98,25 @@ def test_large_inflow(rules: Ruleset, amount: str, bank: str | None, by: str, fi
         return
     assert len(found) == 1
     assert found[0].severity == "info"
-    assert found[0].facts == {"amount": amount, "limit": "50000.00", "counterparty_bank": "external"}
+    assert found[0].facts == {"amount": amount, "limit": "10000.00", "counterparty_bank": "external"}
     assert found[0].source_event_ids == ["in"]
 
 
 def test_large_inflow_uses_the_limit_of_the_tier_before(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(deposit(at(days=-1), "1000"))
-    # 60,000 makes the client gold (limit 100,000), but it arrived while mass (limit 50,000)
-    alerts = desk.send(tx(at(), "60000", "credit", bank="external"))
+    # 12,000 makes the client gold (limit 20,000), but it arrived while mass (limit 10,000)
+    alerts = desk.send(tx(at(), "12000", "credit", bank="external"))
     assert sorted(types(alerts)) == ["large_inflow", "tier_upgrade"]
-    assert one(alerts, "large_inflow").facts["limit"] == "50000.00"
+    assert one(alerts, "large_inflow").facts["limit"] == "10000.00"
 
 
-def test_large_inflow_cooldown_24h(rules: Ruleset) -> None:
+def test_large_inflow_cooldown_6h(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(days=-1), "60000"))  # gold: limit 100,000, and still gold after 360,000
-    first = desk.send(tx(at(), "100000", "credit", bank="external"))
-    inside = desk.send(tx(at(hours=24) - US, "100000", "credit", bank="external"))
-    after = desk.send(tx(at(hours=24), "100000", "credit", bank="external"))
+    desk.send(deposit(at(days=-1), "20000"))  # gold: limit 20,000, and still gold after 80,000
+    first = desk.send(tx(at(), "20000", "credit", bank="external"))
+    inside = desk.send(tx(at(hours=6) - US, "20000", "credit", bank="external"))
+    after = desk.send(tx(at(hours=6), "20000", "credit", bank="external"))
     assert len(of_type(first, "large_inflow")) == 1
     assert of_type(inside, "large_inflow") == []
     assert len(of_type(after, "large_inflow")) == 1
@@ -127,8 +135,8 @@ def test_first_customer_transaction_after_onboarding(rules: Ruleset) -> None:
     alert = one(desk.send(deposit(when, "100", event_id="first")), "new_client_first_txn")
     assert alert.severity == "info"
     assert alert.occurred_at == when
-    assert alert.facts == {"onboarded_at": at().isoformat(), "due_by": (when + timedelta(hours=24)).isoformat()}
-    assert alert.facts["due_by"] == "2026-03-06T13:05:00+00:00"
+    assert alert.facts == {"onboarded_at": at().isoformat(), "due_by": (when + timedelta(hours=12)).isoformat()}
+    assert alert.facts["due_by"] == "2026-03-06T01:05:00+00:00"
     assert alert.rm_id == "rm-7"
     assert alert.source_event_ids == ["first"]
     assert of_type(desk.send(deposit(at(days=4), "100")), "new_client_first_txn") == []
@@ -142,10 +150,10 @@ def test_no_first_transaction_alert_without_onboarding(rules: Ruleset) -> None:
 # ----------------------------------------------------------- product_maturity
 
 
-def test_product_maturity_due_seven_days_before_maturity_midnight_utc(rules: Ruleset) -> None:
+def test_product_maturity_due_ten_days_before_maturity_midnight_utc(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(maturing(at(), "td-1", "2026-04-01", event_id="m1"))
-    due = datetime(2026, 3, 25, tzinfo=UTC)
+    due = datetime(2026, 3, 22, tzinfo=UTC)
     assert desk.advance(due - US) == []
     alert = one(desk.advance(due), "product_maturity")
     assert alert.severity == "info"
@@ -153,7 +161,7 @@ def test_product_maturity_due_seven_days_before_maturity_midnight_utc(rules: Rul
     assert alert.facts == {
         "product_id": "td-1",
         "maturity_date": "2026-04-01",
-        "due_at": "2026-03-25T00:00:00+00:00",
+        "due_at": "2026-03-22T00:00:00+00:00",
         "amount": "100000",
         "currency": "CNY",
     }
@@ -168,7 +176,7 @@ def test_product_maturity_rescheduled_before_it_fires(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(maturing(at(), "td-1", "2026-04-01"), maturing(at(days=1), "td-1", "2026-05-10"))
     alerts = desk.advance(datetime(2026, 6, 1, tzinfo=UTC))
-    assert [(a.type, a.occurred_at) for a in alerts] == [("product_maturity", datetime(2026, 5, 3, tzinfo=UTC))]
+    assert [(a.type, a.occurred_at) for a in alerts] == [("product_maturity", datetime(2026, 4, 30, tzinfo=UTC))]
 
 
 def test_maturities_of_two_products_fire_in_due_order(rules: Ruleset) -> None:
@@ -181,7 +189,7 @@ def test_maturities_of_two_products_fire_in_due_order(rules: Ruleset) -> None:
 # -------------------------------------------------------------- no_rm_contact
 
 
-@pytest.mark.parametrize(("aum", "days"), [("500000", 90), ("2000000", 60), ("6000000", 30)])
+@pytest.mark.parametrize(("aum", "days"), [("100000", 60), ("1000000", 40), ("5000000", 20)])
 def test_no_rm_contact_from_tier_entry(rules: Ruleset, aum: str, days: int) -> None:
     desk = Desk(rules)
     desk.send(deposit(at(), aum))
@@ -197,7 +205,7 @@ def test_no_rm_contact_from_tier_entry(rules: Ruleset, aum: str, days: int) -> N
     }
 
 
-@pytest.mark.parametrize("aum", ["1000", "100000"])
+@pytest.mark.parametrize("aum", ["1000", "99999.99"])
 def test_no_rm_contact_not_watched_below_platinum(rules: Ruleset, aum: str) -> None:
     desk = Desk(rules)
     desk.send(deposit(at(), aum))
@@ -206,36 +214,37 @@ def test_no_rm_contact_not_watched_below_platinum(rules: Ruleset, aum: str) -> N
 
 def test_no_rm_contact_counts_from_the_last_contact(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "500000"), interaction(at(days=50), "call", by="rm", rm_id="rm-1"))
-    assert of_type(desk.advance(at(days=140) - US), "no_rm_contact") == []
-    alert = one(desk.advance(at(days=140)), "no_rm_contact")
-    assert alert.facts["last_rm_contact"] == at(days=50).isoformat()
+    desk.send(deposit(at(), "100000"), interaction(at(days=30), "call", by="rm", rm_id="rm-1"))
+    assert of_type(desk.advance(at(days=90) - US), "no_rm_contact") == []
+    alert = one(desk.advance(at(days=90)), "no_rm_contact")
+    assert alert.facts["last_rm_contact"] == at(days=30).isoformat()
 
 
 def test_no_rm_contact_counts_from_tier_entry_when_later_than_the_contact(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(deposit(at(days=-20), "1000"), interaction(at(days=-10), "visit", by="rm", rm_id="rm-1"))
-    desk.send(deposit(at(), "600000"))  # enters platinum
-    assert of_type(desk.advance(at(days=90) - US), "no_rm_contact") == []
-    assert one(desk.advance(at(days=90)), "no_rm_contact").facts["tier_since"] == at().isoformat()
+    desk.send(deposit(at(), "110000"))  # enters platinum
+    assert of_type(desk.advance(at(days=60) - US), "no_rm_contact") == []
+    assert one(desk.advance(at(days=60)), "no_rm_contact").facts["tier_since"] == at().isoformat()
 
 
 def test_no_rm_contact_restarts_on_entering_a_higher_tier(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "600000"), deposit(at(days=50), "1500000"))  # diamond from day 50
-    alerts = desk.advance(at(days=200))
-    assert [a.occurred_at for a in of_type(alerts, "no_rm_contact")] == [at(days=110), at(days=170)]
+    # platinum from day 0 (due at day 60), diamond from day 30: due at day 70, then every 40 days
+    desk.send(deposit(at(), "150000"), deposit(at(days=30), "900000"))
+    alerts = desk.advance(at(days=130))
+    assert [a.occurred_at for a in of_type(alerts, "no_rm_contact")] == [at(days=70), at(days=110)]
 
 
 def test_no_rm_contact_one_alert_per_overdue_period(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "500000"))
-    alerts = of_type(desk.advance(at(days=200)), "no_rm_contact")
-    assert [a.occurred_at for a in alerts] == [at(days=90), at(days=180)]
-    assert desk.advance(at(days=200)) == []
+    desk.send(deposit(at(), "100000"))
+    alerts = of_type(desk.advance(at(days=130)), "no_rm_contact")
+    assert [a.occurred_at for a in alerts] == [at(days=60), at(days=120)]
+    assert desk.advance(at(days=130)) == []
     # a contact after the alert starts a new period
-    desk.send(interaction(at(days=201), "meeting", by="rm", rm_id="rm-1"))
-    assert [a.occurred_at for a in of_type(desk.advance(at(days=291)), "no_rm_contact")] == [at(days=291)]
+    desk.send(interaction(at(days=131), "meeting", by="rm", rm_id="rm-1"))
+    assert [a.occurred_at for a in of_type(desk.advance(at(days=191)), "no_rm_contact")] == [at(days=191)]
 
 
 @pytest.mark.parametrize(
@@ -253,7 +262,7 @@ def test_no_rm_contact_one_alert_per_overdue_period(rules: Ruleset) -> None:
 )
 def test_what_counts_as_rm_contact(rules: Ruleset, kind: str, by: str, rm_id: str | None, contact: bool) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "500000"), interaction(at(days=60), kind, by=by, rm_id=rm_id))
-    due = at(days=150) if contact else at(days=90)
+    desk.send(deposit(at(), "100000"), interaction(at(days=30), kind, by=by, rm_id=rm_id))
+    due = at(days=90) if contact else at(days=60)
     assert of_type(desk.advance(due - US), "no_rm_contact") == []
     assert one(desk.advance(due), "no_rm_contact").occurred_at == due

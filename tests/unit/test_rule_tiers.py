@@ -1,4 +1,9 @@
-"""SPEC §4.1: the tier ladder, first classification, upgrades (skipping included) and hysteresis."""
+"""Tiers (docs/rules.md, "Tiers"): the ladder, first classification, upgrades (skipping included) and hysteresis.
+
+Thresholds of tests/rules/thresholds.yaml: floors gold 10,000, platinum
+100,000, diamond 1,000,000, private 5,000,000 CNY; a tier is left downwards only
+below floor x (1 - 0.20). Downgrades from diamond and private are critical.
+"""
 
 from __future__ import annotations
 
@@ -15,19 +20,19 @@ def fee(day: float, amount: str) -> dict[str, object]:
 
 def test_first_classification_is_silent_and_enters_the_tier(rules: Ruleset) -> None:
     desk = Desk(rules)
-    assert desk.send(deposit(at(), "650000")) == []
+    assert desk.send(deposit(at(), "150000")) == []
     state = desk.state()
     assert state.tier == "platinum"
-    assert state.aum == 65_000_000
+    assert state.aum == 15_000_000
     assert state.tier_since == desk.clock
 
 
 @pytest.mark.parametrize(
     ("second", "expected"),
     [
-        ("48999.99", None),  # AUM 49,999.99: just below the gold floor
-        ("49000.00", "50000.00"),  # exactly at the floor
-        ("49000.01", "50000.01"),  # just above
+        ("8999.99", None),  # AUM 9,999.99: just below the gold floor of 10,000
+        ("9000.00", "10000.00"),  # exactly at the floor
+        ("9000.01", "10000.01"),  # just above
     ],
 )
 def test_upgrade_at_the_floor(rules: Ruleset, second: str, expected: str | None) -> None:
@@ -41,7 +46,7 @@ def test_upgrade_at_the_floor(rules: Ruleset, second: str, expected: str | None)
         return
     alert = one(alerts, "tier_upgrade")
     assert alert.severity == "info"
-    assert alert.facts == {"from": "mass", "to": "gold", "aum": expected, "floor": "50000.00"}
+    assert alert.facts == {"from": "mass", "to": "gold", "aum": expected, "floor": "10000.00"}
     assert alert.tier == "gold"
     assert alert.occurred_at == at(hours=1)
     assert desk.state().tier == "gold"
@@ -50,25 +55,25 @@ def test_upgrade_at_the_floor(rules: Ruleset, second: str, expected: str | None)
 def test_skipping_tiers_is_one_alert_to_the_final_tier(rules: Ruleset) -> None:
     desk = Desk(rules)
     desk.send(deposit(at(), "1000"))
-    alerts = desk.send(deposit(at(days=1), "6000000"))
+    alerts = desk.send(deposit(at(days=1), "5000000"))
     assert [(a.type, a.facts["from"], a.facts["to"]) for a in alerts] == [("tier_upgrade", "mass", "private")]
-    assert alerts[0].facts["aum"] == "6001000.00"
-    assert alerts[0].facts["floor"] == "6000000.00"
+    assert alerts[0].facts["aum"] == "5001000.00"
+    assert alerts[0].facts["floor"] == "5000000.00"
 
 
 @pytest.mark.parametrize(
     ("fees", "expected"),
     [
-        # platinum floor 500,000; it is left only below 450,000 (floor x 0.9)
-        (["20000"], None),  # 480,000: below the floor, inside the band
-        (["50000"], None),  # 450,000.00 exactly: not below
-        (["50000.01"], "449999.99"),  # just below the band
-        (["20000", "20000", "10000.01"], "449999.99"),  # drifting down through the band
+        # platinum floor 100,000; it is left only below 80,000 (floor x 0.8)
+        (["10000"], None),  # 90,000: below the floor, inside the band
+        (["20000"], None),  # 80,000.00 exactly: not below
+        (["20000.01"], "79999.99"),  # just below the band
+        (["10000", "5000", "5000.01"], "79999.99"),  # drifting down through the band
     ],
 )
 def test_downgrade_only_below_the_hysteresis_band(rules: Ruleset, fees: list[str], expected: str | None) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "500000"))
+    desk.send(deposit(at(), "100000"))
     assert desk.state().tier == "platinum"
     alerts = []
     for i, amount in enumerate(fees, start=1):
@@ -82,18 +87,18 @@ def test_downgrade_only_below_the_hysteresis_band(rules: Ruleset, fees: list[str
     assert alert.facts["from"] == "platinum"
     assert alert.facts["to"] == "gold"
     assert alert.facts["aum"] == expected
-    assert alert.facts["floor"] == "500000.00"
-    assert alert.facts["downgrade_below"] == "450000.00"
+    assert alert.facts["floor"] == "100000.00"
+    assert alert.facts["downgrade_below"] == "80000.00"
     assert alert.tier == "gold"
 
 
 def test_no_flapping_at_the_boundary(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "500000"))
+    desk.send(deposit(at(), "100000"))
     alerts = []
     for day in range(1, 11):
-        alerts += desk.send(fee(day, "1000"))  # 499,000 .. 490,000
-        alerts += desk.send(deposit(at(days=day, hours=1), "1000"))  # back to 500,000
+        alerts += desk.send(fee(day, "1000"))  # 99,000 .. 90,000
+        alerts += desk.send(deposit(at(days=day, hours=1), "1000"))  # back to 100,000
     assert alerts == []
     assert desk.state().tier == "platinum"
 
@@ -101,12 +106,12 @@ def test_no_flapping_at_the_boundary(rules: Ruleset) -> None:
 @pytest.mark.parametrize(
     ("start", "drop", "from_tier", "to_tier", "severity"),
     [
-        ("60000", "15000.01", "gold", "mass", "warning"),  # 44,999.99 < 45,000
-        ("500000", "60000", "platinum", "gold", "warning"),  # 440,000
-        ("2000000", "200000.01", "diamond", "platinum", "critical"),  # 1,799,999.99 < 1,800,000
-        ("6000000", "600000.01", "private", "diamond", "critical"),  # 5,399,999.99 < 5,400,000
-        ("6000000", "5900000", "private", "gold", "critical"),  # 100,000: skips down to the tier it falls in
-        ("2000000", "1960000", "diamond", "mass", "critical"),  # 40,000
+        ("12000", "4000.01", "gold", "mass", "warning"),  # 7,999.99 < 8,000
+        ("100000", "25000", "platinum", "gold", "warning"),  # 75,000
+        ("1000000", "200000.01", "diamond", "platinum", "critical"),  # 799,999.99 < 800,000
+        ("5000000", "1000000.01", "private", "diamond", "critical"),  # 3,999,999.99 < 4,000,000
+        ("5000000", "4950000", "private", "gold", "critical"),  # 50,000: skips down to the tier it falls in
+        ("1000000", "995000", "diamond", "mass", "critical"),  # 5,000
     ],
 )
 def test_downgrade_lands_in_the_tier_aum_falls_in(
@@ -124,8 +129,8 @@ def test_downgrade_lands_in_the_tier_aum_falls_in(
 
 def test_back_up_after_a_downgrade_is_an_upgrade(rules: Ruleset) -> None:
     desk = Desk(rules)
-    desk.send(deposit(at(), "500000"))
-    desk.send(fee(1, "60000"))
-    alerts = desk.send(deposit(at(days=2), "60000"))
+    desk.send(deposit(at(), "100000"))
+    desk.send(fee(1, "25000"))
+    alerts = desk.send(deposit(at(days=2), "25000"))
     assert [(a.type, a.facts["from"], a.facts["to"]) for a in alerts] == [("tier_upgrade", "gold", "platinum")]
     assert desk.state().tier_since == desk.clock

@@ -1,4 +1,8 @@
-"""The rules file is validated at load; every error names its key."""
+"""The rules file is validated at load; every error names its key.
+
+The file mutated here is tests/rules/thresholds.yaml; the shipped file's values
+are checked in test_shipped_rules.py.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +12,15 @@ import pytest
 import yaml
 
 from handlers.ruleset import RulesError, load_rules, parse_rules
-from streams.settings import DEFAULT_RULES
+from tests.unit.builders import THRESHOLDS
 
 
-def default_text() -> str:
-    return DEFAULT_RULES.read_text()
+def thresholds_text() -> str:
+    return THRESHOLDS.read_text()
 
 
 def mutate(change: dict[str, object]) -> str:
-    data = yaml.safe_load(default_text())
+    data = yaml.safe_load(thresholds_text())
     for dotted, value in change.items():
         *path, last = dotted.split(".")
         node = data
@@ -29,32 +33,13 @@ def mutate(change: dict[str, object]) -> str:
     return yaml.safe_dump(data)
 
 
-def test_shipped_rules_hold_the_spec_defaults() -> None:
-    rules = load_rules(DEFAULT_RULES)
-    assert rules.base_currency == "CNY"
-    assert {"USD", "EUR", "HKD", "CNY"} <= set(rules.fx)
-    assert rules.floors == {
-        "mass": 0,
-        "gold": 5_000_000,
-        "platinum": 50_000_000,
-        "diamond": 200_000_000,
-        "private": 600_000_000,
-    }
-    assert rules.limits["platinum"] == 50_000_000 and rules.limits["private"] == 200_000_000
-    assert rules.cooldowns["large_outflow"] == 3600 * 10**6
-    assert rules.cooldowns["aum_drain"] == 7 * 86400 * 10**6
-    assert rules.cooldowns["complaint"] == 0
-    assert rules.dormancy["private"] == 90 * 86400 * 10**6 and rules.dormancy["gold"] == 180 * 86400 * 10**6
-    assert set(rules.rm_contact) == {"platinum", "diamond", "private"}
-
-
 def test_rule_version_follows_content() -> None:
-    a = parse_rules(default_text())
-    b = parse_rules(default_text())
-    c = parse_rules(mutate({"tiers.downgrade_buffer": "0.20"}))
+    a = parse_rules(thresholds_text())
+    b = parse_rules(thresholds_text())
+    c = parse_rules(mutate({"tiers.downgrade_buffer": "0.25"}))
     assert a.rule_version == b.rule_version
     assert a.rule_version != c.rule_version
-    assert a.rule_version.startswith("2026.1+")
+    assert a.rule_version.startswith("test-thresholds+")
 
 
 @pytest.mark.parametrize(
