@@ -67,7 +67,7 @@ class AlertContext:
         sources: list[str],
         tier: str | None = None,
     ) -> None:
-        """Emit an alert unless its type's cooldown suppresses it (SPEC §4.5)."""
+        """Emit an alert unless its type's cooldown suppresses it (docs/rules.md, "Suppression and duplicates")."""
         state = self.state
         rank = SEVERITY_RANK[severity]
         cooldown = self.rules.cooldowns.get(alert_type, 0)

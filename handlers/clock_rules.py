@@ -1,4 +1,4 @@
-"""Rules that fire on the absence of events (SPEC §3 clock, §4.3, §4.4).
+"""Rules that fire on the absence of events (docs/rules.md: "The clock", "Dormancy", "Key moments").
 
 Each rule exposes its due time computed from the state alone; `advance` fires
 what is due up to `now` in due-time order. The alert's occurred_at is the due

@@ -1,4 +1,4 @@
-"""Key moments of key-account care (SPEC §4.3 reactivation, §4.4)."""
+"""Key moments of key-account care (docs/rules.md, "Key moments"; reactivation under "Dormancy")."""
 
 from __future__ import annotations
 

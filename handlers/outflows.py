@@ -1,4 +1,4 @@
-"""Money leaving (SPEC §4.2): one large debit, fast outflows, and the drain to another bank."""
+"""Money leaving (docs/rules.md, "Outflows"): one large debit, fast outflows, and the drain to another bank."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tier ladder with hysteresis (SPEC §4.1): up at once, down only well below the floor."""
+"""Tier ladder with hysteresis (docs/rules.md, "Tiers"): up at once, down only well below the floor."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""What clientpulse publishes: alerts for RMs and dead letters for bad input (SPEC §2, §5)."""
+"""What clientpulse publishes: alerts for RMs and dead letters for bad input (docs/events.md, "Alert", "DeadLetter")."""
 
 from __future__ import annotations
 

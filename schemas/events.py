@@ -1,4 +1,4 @@
-"""Input events published by core banking and the CRM (SPEC §2).
+"""Input events published by core banking and the CRM (docs/events.md, "Events").
 
 These models are the wire contract: unknown fields are ignored so producers can
 add fields without breaking us, while any missing or invalid required field is

@@ -20,7 +20,7 @@ from streams.topics import ensure_topics
 
 
 def dump_history(path: Path, events: int, clients: int, seed: int) -> int:
-    """Write a replay file (SPEC §6); returns the number of lines."""
+    """Write a replay file (docs/events.md, "Replay file"); returns the number of lines."""
     n = 0
     with open(path, "wb") as out:
         for topic, key, value in history(events, clients, seed=seed):

@@ -1,7 +1,7 @@
 """A synthetic bank: clients with RMs, salaries, card spend, transfers, and the odd alarm.
 
 Deterministic for a given seed, so a benchmark or a test can regenerate the
-same history. Values are plain dicts in the wire format of SPEC §2.
+same history. Values are plain dicts in the wire format of docs/events.md.
 """
 
 from __future__ import annotations
