@@ -1,7 +1,7 @@
 """Regenerate the files derived from the code, or check that they are current.
 
     .venv/bin/python deploy/generate.py          # rewrite them
-    .venv/bin/python deploy/generate.py --check  # exit 1 if one is stale (tests/unit/test_deploy_wiring.py does this)
+    .venv/bin/python deploy/generate.py --check  # exit 1 if one is stale (tests/deploy/test_deploy_wiring.py does this)
 
 Derived files:
 - deploy/k8s/rules.yaml: the ConfigMap holding rules/default.yaml verbatim;
