@@ -1,4 +1,4 @@
-"""Offline replay of a topic dump through the very rule functions the workers run (SPEC §6).
+"""Offline replay of a topic dump through the batch processor the workers run (docs/events.md, "Replay file").
 
 The clock of a replay is the watermark: the largest occurred_at seen so far,
 and at the end the `until` time if given.

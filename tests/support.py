@@ -13,7 +13,7 @@ import sys
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -266,6 +266,8 @@ async def wait_group_committed(bootstrap: str, settings: Settings, count: int, t
                 return
             assert time.monotonic() < deadline, f"the workers committed {committed} of {count} messages"
             await asyncio.sleep(0.1)
+
+
 async def consume_records(
     bootstrap: str,
     topic: str,

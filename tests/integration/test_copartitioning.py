@@ -13,7 +13,7 @@ from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from handlers.state import ClientState
 from handlers.timeutil import to_us
 from streams.topics import ensure_topics
-from tests.support import consume, make_settings, new_worker, unique_prefix
+from tests.support import make_settings, new_worker, read_to_end, unique_prefix, wait_group_committed
 
 pytestmark = pytest.mark.broker
 
@@ -71,11 +71,12 @@ async def test_a_record_on_another_partition_than_its_keys_is_a_dead_letter(brok
                 (settings.transactions_topic, key, _debit("c-misplaced", "m-2", "900000"), None),
             ],
         )
-        letters = await consume(broker, settings.deadletter_topic, lambda vs: len(vs) >= 1)
+        await wait_group_committed(broker, settings, 2)
+        letters = [orjson.loads(r.value) for r in await read_to_end(broker, settings.deadletter_topic)]
         [letter] = letters
         assert letter["reason"] == "wrong_partition" and letter["partition"] == wrong
         assert "partitioner=murmur2_random" in letter["error"]
-        alerts = await consume(broker, settings.alerts_topic, lambda vs: len(vs) >= 1)
+        alerts = [orjson.loads(r.value) for r in await read_to_end(broker, settings.alerts_topic)]
         assert {a["source_event_ids"][0] for a in alerts} == {"m-2"}  # only the well-placed one is applied
         metrics = worker.metrics()
         assert _metric(metrics, 'clientpulse_events_rejected_total{reason="wrong_partition"') == 1
@@ -105,8 +106,9 @@ async def test_a_client_state_in_two_changelog_partitions_is_reported_and_its_ho
     try:
         worker.wait_ready()
         await _send(broker, [(settings.transactions_topic, key, _debit("c-split", "s-1", "150000"), None)])
-        alerts = await consume(broker, settings.alerts_topic, lambda vs: len(vs) >= 1)
-        assert {a["rm_id"] for a in alerts} == {"rm-home"}
+        await wait_group_committed(broker, settings, 1)
+        alerts = [orjson.loads(r.value) for r in await read_to_end(broker, settings.alerts_topic)]
+        assert alerts and {a["rm_id"] for a in alerts} == {"rm-home"}
         assert _metric(worker.metrics(), "clientpulse_changelog_split_keys_total") == 1
         assert "more than one changelog partition" in worker.tail(200)
     finally:

@@ -1,4 +1,8 @@
-"""The batch processor: records on the wrong partition, tombstones, sweeps, and what it derives per partition."""
+"""The batch processor: records on the wrong partition, tombstones, sweeps, and what it derives per partition.
+
+Thresholds of tests/rules/thresholds.yaml: tier floors gold 10,000, platinum
+100,000 CNY; single limits mass 10,000, platinum 100,000; dormancy 100 days.
+"""
 
 from __future__ import annotations
 
@@ -135,9 +139,9 @@ def test_a_kept_partition_adds_recovered_states_without_counting_twice(rules: Ru
 def test_records_are_applied_in_order_within_a_batch(rules: Ruleset) -> None:
     processor = BatchProcessor(rules, clock="event")
     stored = Stored()
-    values = [deposit(at(), "200000"), tx(at(minutes=1), "150000", bank="external")]
+    values = [deposit(at(), "200000"), tx(at(minutes=1), "110000", bank="external")]
     result = _run(processor, stored, _records(*values))
-    # The deposit came first: the debit is measured against gold's limit (100,000), not mass's.
+    # The deposit came first: the debit is measured against platinum's limit (100,000), not mass's (10,000).
     assert [a.type for a in result.alerts] == ["large_outflow", "aum_drain"]
     assert result.alerts[0].facts["limit"] == "100000.00"
     assert result.event_times == [to_us(at()), to_us(at() + timedelta(minutes=1))]
