@@ -8,7 +8,8 @@ the API's business; what it may see is decided here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 Role = Literal["rm", "manager", "ops"]
@@ -48,3 +49,10 @@ class Principal:
     @property
     def can_act(self) -> bool:
         return self.role != "ops"
+
+
+def with_org_team(principal: Principal, teams: Mapping[str, frozenset[str]]) -> Principal:
+    """A manager given no team by its token or identity provider takes the org file's team for its name."""
+    if principal.role != "manager" or principal.team:
+        return principal
+    return replace(principal, team=teams.get(principal.name, frozenset()))

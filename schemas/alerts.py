@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
+
+from schemas.limits import MAX_YEAR, MIN_YEAR
 
 from schemas.values import Severity, Tier
 
@@ -26,6 +28,17 @@ AlertType = Literal[
 ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
 
 
+def _plausible_year(value: datetime) -> datetime:
+    # The same bounds as the events': an alert time outside them is a producer bug, and years 1 and 9999
+    # sit at the edge of what PostgreSQL and Python can convert between offsets.
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"year must be between {MIN_YEAR} and {MAX_YEAR}")
+    return value
+
+
+AlertTime = Annotated[AwareDatetime, AfterValidator(_plausible_year)]
+
+
 class Alert(BaseModel):
     """One thing an RM should look at; `alert_id` makes re-deliveries the same alert."""
 
@@ -37,8 +50,8 @@ class Alert(BaseModel):
     client_id: str = Field(min_length=1, max_length=64)
     rm_id: str | None
     tier: Tier | None
-    occurred_at: AwareDatetime
-    detected_at: AwareDatetime
+    occurred_at: AlertTime
+    detected_at: AlertTime
     title: str
     facts: dict[str, str]
     rule_version: str

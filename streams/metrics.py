@@ -62,6 +62,29 @@ STORE_WRITE_SECONDS = Histogram(
 STORE_UP = Gauge("clientpulse_alert_store_up", "1 when the last database write succeeded")
 STORE_FAILURES = Counter("clientpulse_alert_store_failures", "Failed database writes (retried)")
 
+# ------------------------------------------------------------------ RM API: identity and HTTP
+AUTH_FAILURES = Counter(
+    "clientpulse_api_auth_failures",
+    "Failed authentications (bearer tokens, sign-ins, single sign-on callbacks), by reason",
+    ["reason"],
+)
+AUTH_RATE_LIMITED = Counter(
+    "clientpulse_api_rate_limited", "Requests refused with 429 before any credential check", ["limit"]
+)
+SIGNINS = Counter("clientpulse_api_signins", "Browser sessions started", ["method"])
+SIGNOUTS = Counter("clientpulse_api_signouts", "Browser sessions ended by signing out")
+CSRF_REFUSED = Counter(
+    "clientpulse_api_csrf_refused", "Cookie-authenticated state changes refused for a bad CSRF token"
+)
+MALFORMED_REQUESTS = Counter(
+    "clientpulse_api_malformed_requests",
+    "Connections answered 400/408 before routing (bad HTTP, slow headers)",
+    ["kind"],
+)
+CONFIG_RELOADS = Counter(
+    "clientpulse_api_config_reloads", "Reloads of the token and org files, by file and result", ["file", "result"]
+)
+
 # ------------------------------------------------------------------ both
 BUILD_INFO = Gauge("clientpulse_build_info", "Build and rules version", ["version", "rule_version"])
 

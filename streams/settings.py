@@ -53,6 +53,187 @@ class Settings(BaseSettings):
     api_port: int = Field(8080, validation_alias=_env("CLIENTPULSE_API_PORT"), ge=1, le=65535)
     api_tokens_file: Path | None = Field(None, validation_alias=_env("CLIENTPULSE_API_TOKENS_FILE"))
     api_tokens: str | None = Field(None, validation_alias=_env("CLIENTPULSE_API_TOKENS"))
+
+    # ---- RM API identity, browser sessions and HTTP hardening (docs/api.md, "Identity") -------------------
+    api_reload_seconds: float = Field(
+        5.0,
+        validation_alias=_env("CLIENTPULSE_API_RELOAD_SECONDS"),
+        ge=0.2,
+        le=3600,
+        description="How often the token file and the org file are checked for changes (they are also "
+        "reloaded on SIGHUP). A file that fails to parse is logged and the previous one stays in force.",
+    )
+    org_file: Path | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_ORG_FILE"),
+        description="Org file (YAML `managers: {name: [rm ids]}`): the team of a manager whose identity "
+        "provider has no team claim (or whose token entry lists none). Reloaded like the token file.",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_OIDC_ISSUER"),
+        description="OpenID Connect issuer URL (discovery at `<issuer>/.well-known/openid-configuration`). "
+        "Unset: no single sign-on, API tokens only.",
+    )
+    oidc_client_id: str | None = Field(
+        None, validation_alias=_env("CLIENTPULSE_OIDC_CLIENT_ID"), description="Client id registered at the issuer."
+    )
+    oidc_client_secret: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_OIDC_CLIENT_SECRET"),
+        description="Client secret (client_secret_basic at the token endpoint); keep it in a Secret.",
+    )
+    oidc_redirect_url: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_OIDC_REDIRECT_URL"),
+        description="The callback URL as browsers reach it, ending in `/signin/oidc/callback` "
+        "(registered at the issuer).",
+    )
+    oidc_scopes: str = Field(
+        "openid profile",
+        validation_alias=_env("CLIENTPULSE_OIDC_SCOPES"),
+        description="Scopes asked for at sign-in, space-separated (must include `openid`).",
+    )
+    oidc_provider_name: str = Field(
+        "single sign-on",
+        validation_alias=_env("CLIENTPULSE_OIDC_PROVIDER_NAME"),
+        min_length=1,
+        max_length=60,
+        description='Shown on the sign-in page: "Sign in with <name>".',
+    )
+    oidc_api_audience: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_OIDC_API_AUDIENCE"),
+        description="`aud` the provider's JWT access tokens carry for this API. Set: API clients may send them "
+        "as bearer tokens. Unset: only API tokens are accepted as bearer tokens.",
+    )
+    oidc_clock_skew: float = Field(
+        60.0,
+        validation_alias=_env("CLIENTPULSE_OIDC_CLOCK_SKEW"),
+        ge=0,
+        le=600,
+        description="Seconds of clock difference tolerated on `exp`, `nbf` and `iat`.",
+    )
+    oidc_algorithms: str = Field(
+        "RS256,PS256,ES256,EdDSA",
+        validation_alias=_env("CLIENTPULSE_OIDC_ALGORITHMS"),
+        description="JWS algorithms accepted on ID and access tokens, comma-separated (never `none` or HS*).",
+    )
+    oidc_jwks_min_refresh_seconds: float = Field(
+        5.0,
+        validation_alias=_env("CLIENTPULSE_OIDC_JWKS_MIN_REFRESH_SECONDS"),
+        ge=0,
+        le=3600,
+        description="A token signed with an unknown key id refetches the provider's keys (rotation), "
+        "at most this often.",
+    )
+    oidc_name_claim: str = Field(
+        "preferred_username",
+        validation_alias=_env("CLIENTPULSE_OIDC_NAME_CLAIM"),
+        min_length=1,
+        description="Claim naming the person (audit trail actor, org file key); `sub` when absent.",
+    )
+    oidc_role_claim: str = Field(
+        "clientpulse_role",
+        validation_alias=_env("CLIENTPULSE_OIDC_ROLE_CLAIM"),
+        min_length=1,
+        description="Claim holding the role: a string or a list (e.g. groups), mapped by CLIENTPULSE_OIDC_ROLE_MAP.",
+    )
+    oidc_role_map: str = Field(
+        "rm=rm,manager=manager,ops=ops",
+        validation_alias=_env("CLIENTPULSE_OIDC_ROLE_MAP"),
+        description="Claim value to role, `value=role` pairs comma-separated (roles: rm, manager, ops). "
+        "A person whose values map to no role, or to two, is refused.",
+    )
+    oidc_rm_id_claim: str = Field(
+        "rm_id",
+        validation_alias=_env("CLIENTPULSE_OIDC_RM_ID_CLAIM"),
+        min_length=1,
+        description="Claim with the RM id of an `rm`.",
+    )
+    oidc_team_claim: str = Field(
+        "team",
+        validation_alias=_env("CLIENTPULSE_OIDC_TEAM_CLAIM"),
+        min_length=1,
+        description="Claim with a manager's RM ids (a list); without it, the org file decides.",
+    )
+    session_cookie_secure: bool = Field(
+        True,
+        validation_alias=_env("CLIENTPULSE_SESSION_COOKIE_SECURE"),
+        description="Mark the session cookie `Secure` (sent over HTTPS only) and use the `__Host-` name. "
+        "`false` only for plain-HTTP demos.",
+    )
+    session_idle_seconds: float = Field(
+        1800.0,
+        validation_alias=_env("CLIENTPULSE_SESSION_IDLE_SECONDS"),
+        ge=60,
+        le=86400,
+        description="A browser session unused this long ends.",
+    )
+    session_absolute_seconds: float = Field(
+        43200.0,
+        validation_alias=_env("CLIENTPULSE_SESSION_ABSOLUTE_SECONDS"),
+        ge=300,
+        le=604800,
+        description="A browser session ends this long after sign-in, however active.",
+    )
+    auth_failure_burst: int = Field(
+        10,
+        validation_alias=_env("CLIENTPULSE_AUTH_FAILURE_BURST"),
+        ge=1,
+        le=10_000,
+        description="Failed authentications one client address may make before it is refused (429).",
+    )
+    auth_failure_per_minute: float = Field(
+        30.0,
+        validation_alias=_env("CLIENTPULSE_AUTH_FAILURE_PER_MINUTE"),
+        gt=0,
+        le=100_000,
+        description="Rate at which a client address earns new attempts after its burst.",
+    )
+    auth_global_failure_burst: int = Field(
+        200,
+        validation_alias=_env("CLIENTPULSE_AUTH_GLOBAL_FAILURE_BURST"),
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications from all addresses together before new ones are refused (429).",
+    )
+    auth_global_failure_per_minute: float = Field(
+        1200.0,
+        validation_alias=_env("CLIENTPULSE_AUTH_GLOBAL_FAILURE_PER_MINUTE"),
+        gt=0,
+        le=10_000_000,
+        description="Rate at which the global budget of failed authentications refills.",
+    )
+    auth_queue_size: int = Field(
+        16,
+        validation_alias=_env("CLIENTPULSE_AUTH_QUEUE_SIZE"),
+        ge=1,
+        le=10_000,
+        description="API token checks (scrypt) waiting at once; more are refused with 429 until one finishes.",
+    )
+    api_trusted_proxies: int = Field(
+        0,
+        validation_alias=_env("CLIENTPULSE_API_TRUSTED_PROXIES"),
+        ge=0,
+        le=10,
+        description="Reverse proxies in front of the sink that append to `X-Forwarded-For`: the client address "
+        "used for rate limits is that many entries from the right. 0: the TCP peer.",
+    )
+    api_header_timeout: float = Field(
+        10.0,
+        validation_alias=_env("CLIENTPULSE_API_HEADER_TIMEOUT"),
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request's headers once it started; then 408 and close.",
+    )
+    api_body_timeout: float = Field(
+        10.0,
+        validation_alias=_env("CLIENTPULSE_API_BODY_TIMEOUT"),
+        gt=0,
+        le=300,
+        description="Seconds a client has to send a request body; then 408.",
+    )
     sink_batch_size: int = Field(500, validation_alias=_env("CLIENTPULSE_SINK_BATCH_SIZE"), ge=1, le=100_000)
     sink_backoff_max: float = Field(5.0, validation_alias=_env("CLIENTPULSE_SINK_BACKOFF_MAX"), gt=0, le=300)
 

@@ -2,11 +2,12 @@
 
 Visibility is enforced in the store queries; an alert or client outside the
 caller's scope is answered with 404, exactly like one that does not exist.
+Every /api answer is JSON, errors included; every response carries the
+security headers (streams/api/server.py) and client data is never cached.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -20,24 +21,23 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from handlers.lifecycle import STATUSES, TRANSITIONS
 from schemas.alerts import ALERT_TYPES
-from streams import metrics as _metrics  # noqa: F401  (registers the store series served on /metrics)
-from streams.api.auth import Principal, Principals, bearer_token
-from streams.sink.store import (
-    AlertFilter,
-    AlertStore,
-    CursorError,
-    InvalidTransition,
-    NotFound,
-    StoreUnavailable,
-)
+from streams import metrics
+from streams.api.auth import Principal, Principals
+from streams.api.bodies import BodyError, read_body
+from streams.api.cursors import CursorError, decode_cursor, encode_cursor
+from streams.api.identity import SAFE_METHODS, AuthFailure, Gatekeeper, Identity, Teams
+from streams.api.oidc import OidcClient
+from streams.api.pages import Pages
+from streams.api.server import SECURITY_HEADERS, SERVER_NAME
+from streams.settings import Settings
+from streams.sink.store import AlertFilter, AlertStore, InvalidTransition, NotFound, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 SinkStatus = Callable[[], Mapping[str, Any]]
 STORE_KEY = web.AppKey("store", AlertStore)
-PRINCIPALS_KEY = web.AppKey("principals", Principals)
+GATE_KEY = web.AppKey("gatekeeper", Gatekeeper)
 SINK_STATUS_KEY: web.AppKey[SinkStatus] = web.AppKey("sink_status")
-AUTH_SLOTS_KEY = web.AppKey("auth_slots", asyncio.Semaphore)
 # aiohttp >= 3.12 has typed request keys; older versions take a plain string.
 PRINCIPAL_KEY: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
 
@@ -50,6 +50,7 @@ MAX_BODY_BYTES = 16 * 1024
 UNASSIGNED = "unassigned"
 LIST_PARAMS = frozenset({"rm_id", "status", "type", "since", "limit", "cursor", "client_id"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_ITEM_LIST = re.compile(r"^[a-z_]+(?:,[a-z_]+)*$")
 _NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE_OFFSET = re.compile(r" (\d{2}:?\d{2})$")
 _DB_DOWN = (
@@ -75,31 +76,47 @@ def _json(data: Any, status: int = 200, headers: Mapping[str, str] | None = None
     )
 
 
-def _error(http_status: int, code: str, message: str, **extra: Any) -> web.Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="clientpulse"'} if http_status == 401 else None
-    return _json({"error": code, "message": message, **extra}, http_status, headers)
+def _error(
+    http_status: int, code: str, message: str, headers: Mapping[str, str] | None = None, **extra: Any
+) -> web.Response:
+    all_headers = dict(headers or {})
+    if http_status == 401:
+        all_headers["WWW-Authenticate"] = 'Bearer realm="clientpulse"'
+    return _json({"error": code, "message": message, **extra}, http_status, all_headers)
 
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "body_too_large",
+}
 
 
 @web.middleware
 async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
-    """Every answer is JSON; a database outage is 503; nothing a caller sends can make a 500."""
+    """Every error is JSON; a database outage is 503; nothing a caller sends can make a 500."""
     try:
         return await handler(request)
     except ApiError as exc:
         return _error(exc.http_status, exc.code, exc.message, **exc.extra)
+    except AuthFailure as exc:
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else None
+        return _error(exc.status, exc.code, exc.message, headers)
+    except BodyError as exc:
+        response = _error(exc.status, exc.code, exc.message)
+        if exc.status == 408:
+            response.force_close()
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         code = _HTTP_CODES.get(exc.status, "http_error")
-        return _error(
-            exc.status,
-            code,
-            exc.reason,
-            **({"allowed": sorted(exc.allowed_methods)} if isinstance(exc, web.HTTPMethodNotAllowed) else {}),
-        )
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = sorted(exc.allowed_methods)
+            return _error(exc.status, code, exc.reason, {"Allow": ", ".join(allowed)}, allowed=allowed)
+        return _error(exc.status, code, exc.reason)
     except asyncpg.DataError as exc:
         # Inputs are validated before any query; this is the safety net for a value PostgreSQL still refuses.
         log.warning("value refused by the database in %s %s: %s", request.method, request.path, exc)
@@ -116,19 +133,24 @@ async def _errors(request: web.Request, handler: Callable[[web.Request], Awaitab
 async def _auth(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> Any:
     if not request.path.startswith("/api/"):
         return await handler(request)
-    token = bearer_token(request.headers.get("Authorization"))
-    if token is None:
-        raise ApiError(401, "unauthenticated", "missing or malformed `Authorization: Bearer <token>` header")
-    principals = request.app[PRINCIPALS_KEY]
-    principal = principals.cached(token)
-    if principal is None:
-        # A first sight of a token costs a slow hash per configured token: off the loop, few at a time.
-        async with request.app[AUTH_SLOTS_KEY]:
-            principal = await asyncio.get_running_loop().run_in_executor(None, principals.authenticate, token)
-    if principal is None:
-        raise ApiError(401, "unauthenticated", "unknown token")
-    request[PRINCIPAL_KEY] = principal
+    identity: Identity | None = await request.app[GATE_KEY].identify(request)
+    if identity is None:
+        raise ApiError(401, "unauthenticated", "sign in, or send an `Authorization: Bearer <token>` header")
+    if request.method not in SAFE_METHODS and not Gatekeeper.csrf_matches(
+        identity, request.headers.get("X-CSRF-Token")
+    ):
+        metrics.CSRF_REFUSED.inc()
+        raise ApiError(403, "csrf_failed", "a signed-in browser must send its page's token in X-CSRF-Token")
+    request[PRINCIPAL_KEY] = identity.principal
     return await handler(request)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every response: the security headers, a Server header without versions, no caching of client data."""
+    response.headers["Server"] = SERVER_NAME
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    response.headers.setdefault("Cache-Control", "no-store")
 
 
 def _principal(request: web.Request) -> Principal:
@@ -156,8 +178,9 @@ def _single(request: web.Request, name: str) -> str | None:
 def _multi(request: web.Request, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
     out: list[str] = []
     for raw in request.query.getall(name, []):
+        if not _ITEM_LIST.match(raw):
+            raise ApiError(400, "bad_request", f"{name}: a comma-separated list of {', '.join(allowed)}")
         for item in raw.split(","):
-            item = item.strip()
             if item not in allowed:
                 raise ApiError(400, "bad_request", f"{name}: {item!r} is not one of {', '.join(allowed)}")
             if item not in out:
@@ -177,7 +200,8 @@ def _parse_since(text: str) -> datetime:
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ApiError(400, "bad_request", f"since: out of range: {text!r}") from None
+        # Before year 1 or after 9999 in UTC: earlier, or later, than anything that can be stored.
+        return datetime.min.replace(tzinfo=UTC) if value.year == 1 else datetime.max.replace(tzinfo=UTC)
 
 
 def _parse_limit(text: str | None) -> int:
@@ -205,11 +229,15 @@ async def list_alerts(request: web.Request) -> web.Response:
         client_id=_check_id(client_id, "client_id") if client_id is not None else None,
     )
     limit = _parse_limit(_single(request, "limit"))
+    principal = _principal(request)
+    key = await request.app[GATE_KEY].secret("cursor")
     try:
-        page = await _store(request).list_alerts(_principal(request).scope, flt, limit=limit, cursor=cursor)
+        after = decode_cursor(key, principal, cursor) if cursor is not None else None
     except CursorError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    return _json({"alerts": page.alerts, "next_cursor": page.next_cursor})
+    page = await _store(request).list_alerts(principal.scope, flt, limit=limit, after=after)
+    next_cursor = encode_cursor(key, principal, page.next_after) if page.next_after is not None else None
+    return _json({"alerts": page.alerts, "next_cursor": next_cursor})
 
 
 async def get_alert(request: web.Request) -> web.Response:
@@ -221,11 +249,7 @@ async def get_alert(request: web.Request) -> web.Response:
 
 
 async def _read_note(request: web.Request, required: bool) -> str | None:
-    if request.content_length is not None and request.content_length > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
-    raw = await request.read()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "body_too_large", f"body larger than {MAX_BODY_BYTES} bytes")
+    raw = await read_body(request, MAX_BODY_BYTES, request.app[GATE_KEY].settings.api_body_timeout)
     body: Any = {}
     if raw.strip():
         try:
@@ -241,12 +265,11 @@ async def _read_note(request: web.Request, required: bool) -> str | None:
     if note is not None and not isinstance(note, str):
         raise ApiError(400, "bad_request", "note: must be a string")
     if note is not None:
-        note = note.strip()
         if len(note) > MAX_NOTE_LENGTH:
             raise ApiError(400, "bad_request", f"note: at most {MAX_NOTE_LENGTH} characters")
         if _NOTE_CONTROL.search(note):
             raise ApiError(400, "bad_request", "note: control characters are not allowed")
-        note = note or None
+        note = note.strip() or None
     if required and note is None:
         raise ApiError(400, "bad_request", "note: required (the reason for dismissing)")
     return note
@@ -316,7 +339,7 @@ async def readyz(request: web.Request) -> web.Response:
     return _json({"status": "unavailable", "message": "the alert store database is unreachable"}, 503)
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics_page(request: web.Request) -> web.Response:
     return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -324,19 +347,27 @@ def create_api(
     store: AlertStore,
     principals: Principals | None,
     *,
+    settings: Settings | None = None,
+    teams: Teams | None = None,
+    oidc: OidcClient | None = None,
     sink_status: SinkStatus | None = None,
     with_rm_api: bool = True,
 ) -> web.Application:
-    """The HTTP app. Without principals every /api request is 401; `with_rm_api=False` serves only ops routes."""
+    """The HTTP app. Without principals (or OIDC) every /api request is 401.
+
+    `with_rm_api=False` serves only the ops routes (health, readiness, metrics).
+    """
+    settings = settings if settings is not None else Settings()
     app = web.Application(middlewares=[_errors, _auth], client_max_size=MAX_BODY_BYTES * 4)
+    app.on_response_prepare.append(_security_headers)
     app[STORE_KEY] = store
-    app[PRINCIPALS_KEY] = principals if principals is not None else Principals([])
-    app[AUTH_SLOTS_KEY] = asyncio.Semaphore(2)
+    gate = Gatekeeper(store, principals if principals is not None else Principals([]), teams or Teams(), settings, oidc)
+    app[GATE_KEY] = gate
     if sink_status is not None:
         app[SINK_STATUS_KEY] = sink_status
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics", metrics_page)
     if with_rm_api:
         app.router.add_get("/api/alerts", list_alerts)
         app.router.add_get("/api/alerts/{alert_id}", get_alert)
@@ -344,4 +375,11 @@ def create_api(
         app.router.add_post("/api/alerts/{alert_id}/resolve", _action("resolve"))
         app.router.add_post("/api/alerts/{alert_id}/dismiss", _action("dismiss"))
         app.router.add_get("/api/clients/{client_id}", get_client)
+        Pages(gate, oidc).routes(app)
     return app
+
+
+def gatekeeper(app: web.Application) -> Gatekeeper:
+    """The app's identity service: `await gatekeeper(request.app).identify(request)` in a page handler
+    gives the principal (bearer or session) and the CSRF token to embed."""
+    return app[GATE_KEY]

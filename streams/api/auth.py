@@ -3,6 +3,17 @@
 A token maps to a principal with a role: an `rm` sees the alerts assigned to
 its RM id, a `manager` those of a team of RMs plus the unassigned ones, `ops`
 sees everything but may not change anything.
+
+scrypt is slow on purpose, which makes every unknown token expensive. Two
+cheap filters run first so that guessed tokens never reach it: a token must be
+1-512 visible ASCII characters, and each hash made by `clientpulse token`
+carries a 16-bit fingerprint of its token, keyed with that hash's own salt
+(`fp=` in the PHC string). A random token matches a given fingerprint once in
+65,536 tries, so it is refused after one HMAC per configured token instead of
+one scrypt per configured token. The fingerprint says almost nothing about a
+random 256-bit token; it does make guessing a weak one offline cheaper, which
+is one more reason tokens must be random (the command warns on short ones).
+Hashes without a fingerprint (older files) still work, at full cost.
 """
 
 from __future__ import annotations
@@ -36,8 +47,10 @@ _MIN_LOG2_N, _MAX_LOG2_N = 10, 17
 """Bounds on the cost a configured hash may ask for, so a config typo cannot stall every request."""
 MAX_TOKEN_LENGTH = 512
 _HASH_RE = re.compile(
-    r"^\$scrypt\$ln=(?P<ln>\d{1,2}),r=(?P<r>\d{1,2}),p=(?P<p>\d{1,2})\$(?P<salt>[A-Za-z0-9+/]+={0,2})\$(?P<key>[A-Za-z0-9+/]+={0,2})$"
+    r"^\$scrypt\$ln=(?P<ln>\d{1,2}),r=(?P<r>\d{1,2}),p=(?P<p>\d{1,2})(?:,fp=(?P<fp>[0-9a-f]{4}))?"
+    r"\$(?P<salt>[A-Za-z0-9+/]+={0,2})\$(?P<key>[A-Za-z0-9+/]+={0,2})$"
 )
+_VISIBLE_ASCII = re.compile(rf"^[\x21-\x7e]{{1,{MAX_TOKEN_LENGTH}}}$")
 ID_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
@@ -56,17 +69,31 @@ def _derive(token: str, salt: bytes, log2_n: int, r: int, p: int) -> bytes:
     )
 
 
+def plausible_token(token: str) -> bool:
+    """Could this be a configured token at all (1-512 visible ASCII characters)? Costs no hashing."""
+    return _VISIBLE_ASCII.match(token) is not None
+
+
+def _fingerprint(token: str, salt: bytes) -> str:
+    return hmac.new(salt, token.encode("utf-8"), hashlib.sha256).hexdigest()[:4]
+
+
 def hash_token(token: str, *, log2_n: int = DEFAULT_LOG2_N, salt: bytes | None = None) -> str:
-    """A salted scrypt hash in PHC string form: `$scrypt$ln=14,r=8,p=1$<salt>$<key>`."""
+    """A salted scrypt hash in PHC string form, with the token's fingerprint.
+
+    `$scrypt$ln=14,r=8,p=1,fp=<4 hex>$<salt>$<key>`
+    """
     if not token:
         raise ValueError("empty token")
     if len(token) > MAX_TOKEN_LENGTH:
         raise ValueError(f"token longer than {MAX_TOKEN_LENGTH} characters")
+    if not plausible_token(token):
+        raise ValueError("a token is visible ASCII only (no spaces, no control or non-ASCII characters)")
     if not _MIN_LOG2_N <= log2_n <= _MAX_LOG2_N:
         raise ValueError(f"log2_n must be within {_MIN_LOG2_N}..{_MAX_LOG2_N}")
     salt = salt if salt is not None else secrets.token_bytes(_SALT_BYTES)
     key = _derive(token, salt, log2_n, _R, _P)
-    return f"$scrypt$ln={log2_n},r={_R},p={_P}${_b64(salt)}${_b64(key)}"
+    return f"$scrypt$ln={log2_n},r={_R},p={_P},fp={_fingerprint(token, salt)}${_b64(salt)}${_b64(key)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +103,11 @@ class ParsedHash:
     p: int
     salt: bytes
     key: bytes
+    fingerprint: str | None = None
+
+    def may_match(self, token: str) -> bool:
+        """False when the token certainly does not match (one HMAC); True means: run scrypt to know."""
+        return self.fingerprint is None or hmac.compare_digest(_fingerprint(token, self.salt), self.fingerprint)
 
     def matches(self, token: str) -> bool:
         candidate = _derive(token, self.salt, self.log2_n, self.r, self.p)
@@ -95,7 +127,7 @@ def parse_hash(text: str) -> ParsedHash:
         raise ValueError(f"bad base64 in token hash: {exc}") from None
     if len(salt) < 8 or len(key) < 16:
         raise ValueError("token hash salt or key too short")
-    return ParsedHash(log2_n, r, p, salt, key)
+    return ParsedHash(log2_n, r, p, salt, key, match["fp"])
 
 
 class TokenEntry(BaseModel):
@@ -135,42 +167,72 @@ class TokenEntry(BaseModel):
 
 
 class Principals:
-    """Bearer token -> principal. Verified tokens are remembered by a keyed digest, so scrypt runs once each."""
+    """Bearer token -> principal, for the tokens configured now (`replace` swaps them in at a reload).
+
+    Verified tokens are remembered by a keyed digest, so scrypt runs once per token; a reload forgets them,
+    so a removed token stops working at once.
+    """
 
     def __init__(self, entries: Iterable[TokenEntry]) -> None:
-        self._entries: list[tuple[ParsedHash, Principal]] = [(parse_hash(e.hash), e.principal()) for e in entries]
         self._cache_key = secrets.token_bytes(32)
-        self._cache: dict[bytes, Principal] = {}
         self._lock = threading.Lock()
+        self._entries: list[tuple[ParsedHash, Principal]] = []
+        self._by_name: dict[str, Principal] = {}
+        self._cache: dict[bytes, Principal] = {}
+        self.replace(entries)
+
+    def replace(self, entries: Iterable[TokenEntry]) -> None:
+        parsed = [(parse_hash(e.hash), e.principal()) for e in entries]
+        with self._lock:
+            self._entries = parsed
+            self._by_name = {p.name: p for _, p in parsed}
+            self._cache = {}
 
     def __len__(self) -> int:
         return len(self._entries)
+
+    @property
+    def without_fingerprint(self) -> int:
+        """Configured hashes that every unknown token must be checked against with scrypt."""
+        return sum(1 for parsed, _ in self._entries if parsed.fingerprint is None)
+
+    def by_name(self, name: str) -> Principal | None:
+        """The principal of the token entry called `name`, as configured now."""
+        return self._by_name.get(name)
 
     def _digest(self, token: str) -> bytes:
         return hmac.new(self._cache_key, token.encode("utf-8"), hashlib.sha256).digest()
 
     def cached(self, token: str) -> Principal | None:
         """The principal of a token verified before (cheap; no scrypt)."""
-        if not token or len(token) > MAX_TOKEN_LENGTH:
+        if not plausible_token(token):
             return None
         return self._cache.get(self._digest(token))
 
+    def candidates(self, token: str) -> list[tuple[ParsedHash, Principal]]:
+        """The entries a token may match: empty means refused without any scrypt."""
+        if not plausible_token(token):
+            return []
+        return [(parsed, principal) for parsed, principal in self._entries if parsed.may_match(token)]
+
     def authenticate(self, token: str) -> Principal | None:
         """The principal of a token, or None. CPU-bound on a cache miss: call it off the event loop."""
-        if not token or len(token) > MAX_TOKEN_LENGTH:
+        if not plausible_token(token):
             return None
         digest = self._digest(token)
         hit = self._cache.get(digest)
         if hit is not None:
             return hit
+        entries = self._entries
         found: Principal | None = None
-        for parsed, principal in self._entries:
-            # Check every entry, whatever matched, so timing does not say how far down the list it is.
+        for parsed, principal in self.candidates(token):
+            # Check every candidate, whatever matched, so timing does not say how far down the list it is.
             if parsed.matches(token) and found is None:
                 found = principal
         if found is not None:
             with self._lock:
-                self._cache[digest] = found
+                if self._entries is entries:  # not replaced meanwhile by a reload that removed it
+                    self._cache[digest] = found
         return found
 
 
@@ -199,6 +261,32 @@ def parse_token_config(text: str, source: str = "token configuration") -> list[T
         names.add(entry.name)
         entries.append(entry)
     return entries
+
+
+def parse_org_file(text: str, source: str = "org file") -> dict[str, frozenset[str]]:
+    """`managers: {name: [rm ids]}`: the RMs of each manager, by the manager's name."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        raise AuthConfigError(f"{source}: not valid YAML/JSON: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict) or set(data) - {"managers"}:
+        raise AuthConfigError(f"{source}: expected a mapping with only `managers:` (name -> list of RM ids)")
+    managers = data.get("managers") or {}
+    if not isinstance(managers, dict):
+        raise AuthConfigError(f"{source}: managers: expected a mapping of manager name -> list of RM ids")
+    teams: dict[str, frozenset[str]] = {}
+    for name, rms in managers.items():
+        if not isinstance(name, str) or not name or len(name) > 256 or re.match(ID_PATTERN, name) is None:
+            raise AuthConfigError(f"{source}: managers: bad manager name {name!r}")
+        if not isinstance(rms, list) or len(rms) > 1000:
+            raise AuthConfigError(f"{source}: managers.{name}: expected a list of at most 1000 RM ids")
+        for rm in rms:
+            if not isinstance(rm, str) or not rm or len(rm) > 64 or re.match(ID_PATTERN, rm) is None:
+                raise AuthConfigError(f"{source}: managers.{name}: bad RM id {rm!r}")
+        teams[name] = frozenset(rms)
+    return teams
 
 
 def bearer_token(header: str | None) -> str | None:

@@ -29,7 +29,11 @@ from schemas.limits import MAX_MESSAGE_BYTES
 from schemas.snapshot import ClientSnapshot
 from streams import __version__, metrics
 from streams.api.app import create_api
-from streams.api.auth import AuthConfigError, Principals, TokenEntry, parse_token_config
+from streams.api.auth import Principals
+from streams.api.identity import Teams
+from streams.api.oidc import OidcClient, OidcConfig
+from streams.api.reload import ConfigFiles, read_teams, read_token_entries
+from streams.api.server import ApiRunner
 from streams.settings import ENV_NAMES, ConfigError, Settings
 from streams.sink.store import AlertStore, MigrationError
 from streams.topics import ensure_topics
@@ -282,47 +286,45 @@ class AlertSink:
 # ---------------------------------------------------------------------- process entry point
 def load_principals(settings: Settings) -> Principals:
     """Tokens from CLIENTPULSE_API_TOKENS_FILE and/or CLIENTPULSE_API_TOKENS; bad config stops the start."""
-    entries: list[TokenEntry] = []
-    sources: list[tuple[str, str]] = []
-    if settings.api_tokens_file is not None:
-        env = ENV_NAMES["api_tokens_file"]
-        try:
-            sources.append((f"{env} ({settings.api_tokens_file})", settings.api_tokens_file.read_text("utf-8")))
-        except OSError as exc:
-            raise ConfigError(f"clientpulse: {env}: cannot read {settings.api_tokens_file}: {exc}") from None
-    if settings.api_tokens:
-        sources.append((ENV_NAMES["api_tokens"], settings.api_tokens))
-    try:
-        for source, text in sources:
-            entries.extend(parse_token_config(text, source))
-    except AuthConfigError as exc:
-        raise ConfigError(f"clientpulse: {exc}") from None
-    names = [e.name for e in entries]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise ConfigError(f"clientpulse: API token names configured twice: {', '.join(duplicates)}")
-    if not entries:
+    entries = read_token_entries(settings)
+    principals = Principals(entries)
+    if not entries and not settings.oidc_issuer:
         log.warning(
-            "no API tokens configured (%s / %s): every /api request will be refused",
+            "no API tokens configured (%s / %s) and no single sign-on (%s): every /api request will be refused",
             ENV_NAMES["api_tokens_file"],
             ENV_NAMES["api_tokens"],
+            ENV_NAMES["oidc_issuer"],
         )
-    return Principals(entries)
+    if principals.without_fingerprint:
+        log.warning(
+            "%d API token hash(es) have no fingerprint: every unknown token is checked against them with scrypt; "
+            "re-hash those tokens with `clientpulse token`",
+            principals.without_fingerprint,
+        )
+    return principals
 
 
 async def serve(settings: Settings, principals: Principals | None, with_api: bool) -> int:
     """Sink plus HTTP (the RM API, or with_api=False only health and metrics) until SIGTERM/SIGINT."""
     if not settings.database_url:
         raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
+    oidc_config = OidcConfig.from_settings(settings) if with_api else None
+    teams = Teams(read_teams(settings)) if with_api else Teams()
     await ensure_topics(settings)
     store = AlertStore(settings.database_url)
     sink = AlertSink(settings, store)
     metrics.STORE_UP.set(0)
-    app = create_api(store, principals, sink_status=sink.status, with_rm_api=with_api)
-    runner = web.AppRunner(app, access_log=None)
+    oidc = OidcClient(oidc_config) if oidc_config is not None else None
+    app = create_api(
+        store, principals, settings=settings, teams=teams, oidc=oidc, sink_status=sink.status, with_rm_api=with_api
+    )
+    runner = ApiRunner(app, header_timeout=settings.api_header_timeout)
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
     await site.start()
+    files = ConfigFiles(settings, principals or Principals([]), teams)
+    if with_api:
+        files.start()
     log.info(
         "sink %s: %s -> PostgreSQL; HTTP on %s:%d (%s)",
         sink.group_id,
@@ -344,7 +346,10 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
         log.exception("sink failed")
         return 1
     finally:
+        await files.stop()
         await runner.cleanup()
+        if oidc is not None:
+            await oidc.close()
         await store.close()
     log.info("sink stopped")
     return 0
@@ -354,5 +359,8 @@ def run_sink(settings: Settings, rules: Ruleset, with_api: bool) -> int:
     principals = load_principals(settings) if with_api else None
     if not settings.database_url:
         raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
+    if with_api:
+        OidcConfig.from_settings(settings)  # a bad single sign-on setting stops the start here, naming it
+        read_teams(settings)
     metrics.BUILD_INFO.labels(version=__version__, rule_version=rules.rule_version).set(1)
     return asyncio.run(serve(settings, principals, with_api))

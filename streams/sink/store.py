@@ -6,11 +6,10 @@ Every statement is parameterised; the visibility of an alert (the caller's
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import logging
 import re
+import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,10 +55,6 @@ class InvalidTransition(StoreError):
         )
 
 
-class CursorError(ValueError):
-    pass
-
-
 class MigrationError(StoreError):
     pass
 
@@ -79,7 +74,8 @@ class AlertFilter:
 @dataclass(frozen=True, slots=True)
 class AlertPage:
     alerts: list[dict[str, Any]]
-    next_cursor: str | None
+    next_after: Position | None
+    """The position to continue after, or None on the last page."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,31 +103,18 @@ def load_migrations() -> list[Migration]:
     return found
 
 
-def encode_cursor(occurred_at: datetime, alert_id: str) -> str:
-    raw = orjson.dumps([occurred_at.isoformat(), alert_id])
-    return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[datetime, str]:
-    """The position after which the next page starts; any tampering is a CursorError."""
-    try:
-        if len(cursor) > 512:
-            raise ValueError("too long")
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        when, alert_id = orjson.loads(raw)
-        if not isinstance(when, str) or not isinstance(alert_id, str) or not alert_id:
-            raise ValueError("bad fields")
-        at = datetime.fromisoformat(when)
-        if at.tzinfo is None:
-            raise ValueError("no offset")
-        at = at.astimezone(UTC)
-    except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError):
-        raise CursorError("cursor: not a cursor returned by this API") from None
-    return at, alert_id
+def aware(value: datetime) -> datetime:
+    """A stored time with its offset. asyncpg turns PostgreSQL's +/-infinity, which is what
+    9999-12-31T23:59:59.999999Z and 0001-01-01T00:00:00Z become, into naive datetime.max/min."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
+    return aware(value).isoformat() if value is not None else None
+
+
+Position = tuple[datetime, str]
+"""Where a page ended: (occurred_at, alert_id) of its last alert."""
 
 
 _ALERT_COLUMNS = (
@@ -403,7 +386,7 @@ class AlertStore:
 
     # ------------------------------------------------------------------ reads for the API
     async def list_alerts(
-        self, scope: Scope, flt: AlertFilter, *, limit: int = 50, cursor: str | None = None
+        self, scope: Scope, flt: AlertFilter, *, limit: int = 50, after: Position | None = None
     ) -> AlertPage:
         """Newest first by (occurred_at, alert_id): a keyset page, stable while alerts are added."""
         q = _Query()
@@ -420,8 +403,8 @@ class AlertStore:
             q.where.append(f"a.occurred_at >= {q.param(flt.since)}")
         if flt.client_id is not None:
             q.where.append(f"a.client_id = {q.param(flt.client_id)}")
-        if cursor is not None:
-            at, after_id = decode_cursor(cursor)
+        if after is not None:
+            at, after_id = after
             q.where.append(f"(a.occurred_at, a.alert_id) < ({q.param(at)}::timestamptz, {q.param(after_id)}::text)")
         sql = (
             f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()} "
@@ -431,8 +414,8 @@ class AlertStore:
             rows = await conn.fetch(sql, *q.args)
         more = len(rows) > limit
         rows = rows[:limit]
-        next_cursor = encode_cursor(rows[-1]["occurred_at"], rows[-1]["alert_id"]) if more and rows else None
-        return AlertPage([_alert_json(r) for r in rows], next_cursor)
+        next_after = (aware(rows[-1]["occurred_at"]), rows[-1]["alert_id"]) if more and rows else None
+        return AlertPage([_alert_json(r) for r in rows], next_after)
 
     async def get_alert(self, alert_id: str, scope: Scope) -> dict[str, Any] | None:
         """The alert with its audit trail (oldest change first), or None when absent or not visible."""
@@ -458,12 +441,19 @@ class AlertStore:
     async def transition(
         self, alert_id: str, action: str, *, scope: Scope, actor: str, actor_role: str, note: str | None
     ) -> dict[str, Any]:
-        """Move an alert along its lifecycle and audit it, atomically; the alert row is locked meanwhile."""
+        """Move an alert along its lifecycle and audit it, atomically; the alert row is locked meanwhile.
+
+        The caller's scope is part of the locking query, so a row outside it is never locked nor waited
+        for: another RM's alert and a missing one cost the same and answer the same.
+        """
         allowed, target = TRANSITIONS[action]
+        q = _Query()
+        q.where.append(f"a.alert_id = {q.param(alert_id)}")
+        q.scope(scope)
         async with self._require().acquire() as conn:
             async with conn.transaction():
-                row = await conn.fetchrow("SELECT status, rm_id FROM alerts WHERE alert_id = $1 FOR UPDATE", alert_id)
-                if row is None or not scope.allows(row["rm_id"]):
+                row = await conn.fetchrow(f"SELECT a.status FROM alerts a WHERE {q.sql()} FOR UPDATE", *q.args)
+                if row is None:
                     raise NotFound(alert_id)
                 if row["status"] not in allowed:
                     raise InvalidTransition(action, row["status"])
@@ -492,3 +482,84 @@ class AlertStore:
                 client_id,
             )
         return _snapshot_json(row) if row is not None else None
+
+    # ------------------------------------------------------------------ API secrets, sessions, sign-in attempts
+    async def api_secret(self, name: str) -> bytes:
+        """A 32-byte secret shared by every replica: made by the first process that asks, then read."""
+        async with self._require().acquire() as conn:
+            await conn.execute(
+                "INSERT INTO api_secrets (name, secret) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+                name,
+                secrets.token_bytes(32),
+            )
+            secret: bytes = await conn.fetchval("SELECT secret FROM api_secrets WHERE name = $1", name)
+        return secret
+
+    async def create_session(
+        self, id_hash: bytes, source: str, principal: dict[str, Any], *, absolute_seconds: float, idle_seconds: float
+    ) -> None:
+        async with self._require().acquire() as conn, conn.transaction():
+            # Sign-ins are rare next to requests: a good moment to forget the sessions that ended.
+            await conn.execute(
+                "DELETE FROM web_sessions"
+                " WHERE expires_at <= now() OR last_seen_at <= now() - make_interval(secs => $1)",
+                idle_seconds,
+            )
+            await conn.execute(
+                "INSERT INTO web_sessions (id_hash, source, principal, expires_at)"
+                " VALUES ($1, $2, $3::jsonb, now() + make_interval(secs => $4))",
+                id_hash,
+                source,
+                orjson.dumps(principal).decode(),
+                absolute_seconds,
+            )
+
+    async def get_session(
+        self, id_hash: bytes, *, idle_seconds: float, touch_after: float
+    ) -> tuple[str, dict[str, Any]] | None:
+        """(source, principal) of a live session, or None; refreshes its idle clock at most every `touch_after` s."""
+        async with self._require().acquire() as conn:
+            row = await conn.fetchrow(
+                "SELECT source, principal::text AS principal,"
+                " last_seen_at <= now() - make_interval(secs => $3) AS stale"
+                " FROM web_sessions WHERE id_hash = $1 AND expires_at > now()"
+                " AND last_seen_at > now() - make_interval(secs => $2)",
+                id_hash,
+                idle_seconds,
+                touch_after,
+            )
+            if row is None:
+                return None
+            if row["stale"]:
+                await conn.execute("UPDATE web_sessions SET last_seen_at = now() WHERE id_hash = $1", id_hash)
+        return row["source"], orjson.loads(row["principal"])
+
+    async def delete_session(self, id_hash: bytes) -> bool:
+        async with self._require().acquire() as conn:
+            status = await conn.execute("DELETE FROM web_sessions WHERE id_hash = $1", id_hash)
+        return bool(status.endswith(" 1"))
+
+    async def create_signin_attempt(
+        self, state_hash: bytes, browser_hash: bytes, code_verifier: str, nonce: str, *, ttl_seconds: float
+    ) -> None:
+        async with self._require().acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM signin_attempts WHERE expires_at <= now()")
+            await conn.execute(
+                "INSERT INTO signin_attempts (state_hash, browser_hash, code_verifier, nonce, expires_at)"
+                " VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5))",
+                state_hash,
+                browser_hash,
+                code_verifier,
+                nonce,
+                ttl_seconds,
+            )
+
+    async def take_signin_attempt(self, state_hash: bytes) -> tuple[bytes, str, str] | None:
+        """(browser_hash, code_verifier, nonce) of a pending attempt, removed so it can be used once only."""
+        async with self._require().acquire() as conn:
+            row = await conn.fetchrow(
+                "DELETE FROM signin_attempts WHERE state_hash = $1 AND expires_at > now()"
+                " RETURNING browser_hash, code_verifier, nonce",
+                state_hash,
+            )
+        return (bytes(row["browser_hash"]), row["code_verifier"], row["nonce"]) if row is not None else None

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import random
+import re
+import string
 
 import pytest
+
+from handlers.access import with_org_team
 
 from streams.api.auth import (
     AuthConfigError,
@@ -13,9 +19,12 @@ from streams.api.auth import (
     Principals,
     Scope,
     bearer_token,
+    TokenEntry,
     hash_token,
     parse_hash,
+    parse_org_file,
     parse_token_config,
+    plausible_token,
     token_command,
 )
 
@@ -26,7 +35,7 @@ def test_hash_is_salted_and_verifies_only_its_token() -> None:
     a = hash_token("secret-token-1", log2_n=FAST)
     b = hash_token("secret-token-1", log2_n=FAST)
     assert a != b  # per-token salt
-    assert a.startswith("$scrypt$ln=10,r=8,p=1$")
+    assert a.startswith("$scrypt$ln=10,r=8,p=1,fp=")
     assert "secret-token-1" not in a
     assert parse_hash(a).matches("secret-token-1")
     assert parse_hash(b).matches("secret-token-1")
@@ -35,7 +44,7 @@ def test_hash_is_salted_and_verifies_only_its_token() -> None:
 
 
 def test_default_cost_is_the_documented_one() -> None:
-    assert hash_token("x" * 32).startswith("$scrypt$ln=14,r=8,p=1$")
+    assert hash_token("x" * 32).startswith("$scrypt$ln=14,r=8,p=1,fp=")
 
 
 @pytest.mark.parametrize(
@@ -167,3 +176,85 @@ def test_token_command_prints_a_hash_of_stdin() -> None:
     assert token_command(io.StringIO(""), io.StringIO(), err) == 2
     assert "stdin" in err.getvalue()
     assert token_command(io.StringIO("a\nb\n"), io.StringIO(), io.StringIO()) == 2
+
+
+def _rms(**tokens: str) -> str:
+    return json.dumps(
+        [{"name": n, "role": "rm", "rm_id": f"rm-{n}", "hash": hash_token(t, log2_n=FAST)} for n, t in tokens.items()]
+    )
+
+
+def test_a_fingerprint_rules_out_other_tokens_before_any_scrypt(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = parse_token_config(_rms(alice="tok-alice-0123456789", bob="tok-bob-0123456789"))
+    principals = Principals(entries)
+    assert principals.without_fingerprint == 0
+    assert [p.name for _, p in principals.candidates("tok-alice-0123456789")] == ["alice"]
+    scrypt_calls = 0
+    real = hashlib.scrypt
+
+    def counting(*args: object, **kwargs: object) -> bytes:
+        nonlocal scrypt_calls
+        scrypt_calls += 1
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(hashlib, "scrypt", counting)
+    rnd = random.Random(7)
+    guesses = ["".join(rnd.choice(string.ascii_letters) for _ in range(40)) for _ in range(2000)]
+    refused_cheaply = sum(1 for g in guesses if not principals.candidates(g))
+    assert refused_cheaply >= 1990  # 2 entries x 2000 guesses / 65536 leaves a couple at most
+    assert scrypt_calls == 0
+    assert principals.authenticate("tok-alice-0123456789") == Principal("alice", "rm", "rm-alice")
+    assert scrypt_calls == 1  # only the entry whose fingerprint matched
+
+
+@pytest.mark.parametrize("token", ["", "a b", "tok\x00en", "ä-token-0123456789", "x" * 513, "tab\tbed"])
+def test_implausible_tokens_are_refused_without_hashing(token: str) -> None:
+    principals = Principals(parse_token_config(_rms(alice="tok-alice-0123456789")))
+    assert not plausible_token(token)
+    assert principals.candidates(token) == []
+    assert principals.authenticate(token) is None
+
+
+def test_hashes_without_a_fingerprint_still_verify() -> None:
+    with_fp = hash_token("tok-legacy-0123456789", log2_n=FAST)
+    legacy = re.sub(r",fp=[0-9a-f]{4}", "", with_fp)
+    principals = Principals([TokenEntry(name="old", role="ops", hash=legacy)])
+    assert principals.without_fingerprint == 1
+    assert len(principals.candidates("anything-at-all")) == 1  # no fingerprint: scrypt must decide
+    assert principals.authenticate("tok-legacy-0123456789") == Principal("old", "ops")
+    assert principals.authenticate("anything-at-all") is None
+
+
+def test_replacing_the_entries_forgets_verified_tokens() -> None:
+    principals = Principals(parse_token_config(_rms(alice="tok-alice-0123456789")))
+    assert principals.authenticate("tok-alice-0123456789") is not None
+    assert principals.cached("tok-alice-0123456789") is not None
+    principals.replace(parse_token_config(_rms(bob="tok-bob-0123456789")))
+    assert principals.cached("tok-alice-0123456789") is None
+    assert principals.authenticate("tok-alice-0123456789") is None
+    assert principals.by_name("alice") is None and principals.by_name("bob") == Principal("bob", "rm", "rm-bob")
+
+
+def test_org_file_gives_managers_without_a_team_their_rms() -> None:
+    teams = parse_org_file("managers:\n  maria: [rm-1, rm-2]\n  empty: []\n")
+    assert teams == {"maria": frozenset({"rm-1", "rm-2"}), "empty": frozenset()}
+    assert with_org_team(Principal("maria", "manager"), teams).team == {"rm-1", "rm-2"}
+    assert with_org_team(Principal("maria", "manager", team=frozenset({"rm-9"})), teams).team == {"rm-9"}
+    assert with_org_team(Principal("alice", "rm", "rm-1"), teams) == Principal("alice", "rm", "rm-1")
+    assert with_org_team(Principal("nobody", "manager"), teams).scope.rm_ids == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("managers: [a, b]", "mapping"),
+        ("teams: {}", "only `managers:`"),
+        ("managers:\n  maria: rm-1", "list"),
+        ('managers:\n  maria: ["a\\x01"]', "bad RM id"),
+        ("managers: {maria: [1]}", "bad RM id"),
+        ("{not yaml", "not valid YAML"),
+    ],
+)
+def test_bad_org_files_name_the_problem(text: str, message: str) -> None:
+    with pytest.raises(AuthConfigError, match=message):
+        parse_org_file(text, "org.yaml")

@@ -1,0 +1,68 @@
+"""Page cursors: the position a page ended at, signed (HMAC-SHA256) for the caller it was given to.
+
+A cursor is `<position>.<signature>`, both base64url. The signature covers the
+position and the caller's name and role, with a key every sink replica shares,
+so a cursor works on any replica for the caller it was issued to and is refused
+for anyone else, and any edit of it is refused. Scope still applies to every
+page: a cursor only says where to continue.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+from datetime import UTC, datetime
+
+import orjson
+
+from handlers.access import Principal
+from streams.sink.store import Position
+
+MAX_CURSOR_LENGTH = 512
+_SIGNATURE_BYTES = 16
+
+
+class CursorError(ValueError):
+    pass
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _signature(key: bytes, caller: Principal, payload: str) -> bytes:
+    message = f"cursor\x00{caller.role}\x00{caller.name}\x00{payload}".encode()
+    return hmac.new(key, message, hashlib.sha256).digest()[:_SIGNATURE_BYTES]
+
+
+def encode_cursor(key: bytes, caller: Principal, position: Position) -> str:
+    at, alert_id = position
+    payload = _b64(orjson.dumps([at.astimezone(UTC).isoformat(), alert_id]))
+    return f"{payload}.{_b64(_signature(key, caller, payload))}"
+
+
+def decode_cursor(key: bytes, caller: Principal, cursor: str) -> Position:
+    """The position a cursor of this caller points at; CursorError for anything else."""
+    refused = CursorError("cursor: not a cursor this API gave you (pass next_cursor back unchanged)")
+    if not cursor or len(cursor) > MAX_CURSOR_LENGTH or not cursor.isascii():
+        raise refused
+    payload, dot, signature = cursor.partition(".")
+    try:
+        given = _unb64(signature)
+        if not dot or not hmac.compare_digest(given, _signature(key, caller, payload)):
+            raise refused
+        when, alert_id = orjson.loads(_unb64(payload))
+        if not isinstance(when, str) or not isinstance(alert_id, str) or not alert_id:
+            raise refused
+        at = datetime.fromisoformat(when)
+        if at.tzinfo is None:
+            raise refused
+        return at.astimezone(UTC), alert_id
+    except (ValueError, TypeError, OverflowError, binascii.Error):
+        raise refused from None
