@@ -13,12 +13,13 @@ from urllib.parse import quote
 
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from schemas.snapshot import ClientSnapshot
 from streams.api.app import create_api
 from streams.api.auth import Principals, Scope, TokenEntry, hash_token
-from streams.sink.store import AlertStore, encode_cursor
+from streams.sink.store import AlertStore
+from tests.integration.api_support import ApiTestServer, api_settings
 from tests.integration.test_store import T0, make_alert
 
 pytestmark = pytest.mark.db
@@ -61,7 +62,8 @@ async def world(database_url: str) -> AsyncIterator[World]:
     store = AlertStore(database_url)
     await store.connect()
     await store.migrate()
-    client: TestClient[Any, Any] = TestClient(TestServer(create_api(store, Principals(entries))))
+    app = create_api(store, Principals(entries), settings=api_settings())
+    client: TestClient[Any, Any] = TestClient(ApiTestServer(app))
     await client.start_server()
     try:
         yield World(client, store, rm_a, rm_b, rm_c, tokens)
@@ -282,14 +284,12 @@ async def test_client_page_shows_snapshot_and_recent_alerts(world: World) -> Non
         ({"limit": "ten"}, "limit"),
         ({"since": "yesterday"}, "since"),
         ({"since": "2026-03-01T00:00:00"}, "offset"),
-        ({"since": "9999-12-31T23:00:00-05:00"}, "since"),
-        ({"since": "0001-01-01T00:00:00+05:00"}, "since"),
         ({"limit": "\u00b2"}, "limit"),
         ({"limit": "0000000000001"}, "limit"),
-        ({"cursor": encode_cursor(datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5))), "x")}, "cursor"),
-        ({"cursor": encode_cursor(datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5))), "x")}, "cursor"),
         ({"cursor": "!!!"}, "cursor"),
         ({"cursor": "WyJ4Il0"}, "cursor"),  # valid base64 of a wrong shape
+        ({"cursor": "WyIyMDI2LTAzLTAxVDEwOjAwOjAwKzAwOjAwIiwiYS0xIl0"}, "cursor"),  # an unsigned position
+        ({"cursor": ""}, "cursor"),
         ({"colour": "red"}, "unknown query parameter"),
         ({"rm_id": "x" * 65}, "rm_id"),
         ({"client_id": "a\x01b"}, "client_id"),
@@ -367,7 +367,7 @@ async def test_database_unreachable_is_503_not_500() -> None:
     down = AlertStore("postgresql://postgres@127.0.0.1:1/none", connect_timeout=1)
     token = f"tok-{uuid.uuid4().hex}"
     principals = Principals([TokenEntry(name="olga", role="ops", hash=hash_token(token, log2_n=10))])
-    async with TestClient(TestServer(create_api(down, principals))) as client:
+    async with TestClient(ApiTestServer(create_api(down, principals, settings=api_settings()))) as client:
         ready = await client.get("/readyz")
         assert ready.status == 503 and (await ready.json())["status"] == "unavailable"
         resp = await client.get("/api/alerts", headers={"Authorization": f"Bearer {token}"})
