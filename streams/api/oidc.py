@@ -21,7 +21,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, cast
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import aiohttp
 import jwt
@@ -308,6 +308,11 @@ class OidcClient:
         claims = await self.verify(token, audience=self.config.api_audience)
         return self.config.claims.principal(claims)
 
+    def _basic(self) -> str:
+        # client_secret_basic: id and secret form-encoded, then HTTP Basic (RFC 6749, 2.3.1).
+        pair = f"{quote(self.config.client_id, safe='')}:{quote(self.config.client_secret, safe='')}"
+        return "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+
     async def authorization_url(self, state: str, nonce: str, code_challenge: str) -> str:
         endpoint = (await self.metadata())["authorization_endpoint"]
         query = urlencode(
@@ -333,9 +338,8 @@ class OidcClient:
             "redirect_uri": self.config.redirect_url,
             "code_verifier": code_verifier,
         }
-        auth = aiohttp.BasicAuth(self.config.client_id, self.config.client_secret)
         try:
-            async with self._session().post(endpoint, data=form, auth=auth) as resp:
+            async with self._session().post(endpoint, data=form, headers={"Authorization": self._basic()}) as resp:
                 body = await resp.json(content_type=None)
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:

@@ -12,14 +12,13 @@ import string
 import pytest
 
 from handlers.access import with_org_team
-
 from streams.api.auth import (
     AuthConfigError,
     Principal,
     Principals,
     Scope,
-    bearer_token,
     TokenEntry,
+    bearer_token,
     hash_token,
     parse_hash,
     parse_org_file,
