@@ -6,6 +6,8 @@ STAMP   = $(VENV)/.installed-dev
 DURATION ?=
 DEMO_ARGS = $(if $(DURATION),--duration $(DURATION),)
 
+OIDC_MODULES = tests/oidc/node_modules/.package-lock.json
+
 .PHONY: demo test lint typecheck bench bench-quick install clean ci
 
 $(BIN)/python:
@@ -16,7 +18,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) $(OIDC_MODULES)
+
+# The OpenID Connect tests run a real provider (oidc-provider, Node.js) from tests/oidc.
+$(OIDC_MODULES): tests/oidc/package.json tests/oidc/package-lock.json
+	@command -v npm >/dev/null || { apt-get update && apt-get install -y --no-install-recommends nodejs npm; }
+	cd tests/oidc && npm ci --no-audit --no-fund
 
 demo: $(STAMP)
 	$(BIN)/clientpulse demo $(DEMO_ARGS)
@@ -28,7 +35,7 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) lint typecheck
+test: $(STAMP) $(OIDC_MODULES) lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -38,4 +45,4 @@ bench-quick: $(STAMP)
 	$(BIN)/clientpulse bench --quick
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo build *.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo build *.egg-info tests/oidc/node_modules

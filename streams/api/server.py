@@ -182,6 +182,9 @@ class ApiRunner(web.AppRunner):
             max_line_size=8190,
             max_field_size=8190,
             max_headers=64,
+            # After an answer given before the whole body arrived (413, 408), read and drop the rest for at
+            # most this long, then close: a slow client cannot hold the connection with a trickle.
+            lingering_time=1.0,
         )
         self._header_timeout = header_timeout
 
