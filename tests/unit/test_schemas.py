@@ -12,6 +12,7 @@ import pytest
 
 from handlers.decode import Rejection, dead_letter, decode
 from handlers.ruleset import Ruleset
+from schemas.alerts import Alert
 from schemas.events import ClientEvent, InteractionEvent, TransactionEvent
 from schemas.limits import MAX_MESSAGE_BYTES
 
@@ -279,3 +280,30 @@ def test_deep_nesting_in_an_unknown_field_is_a_dead_letter(rules: Ruleset) -> No
     assert len(raw) < MAX_MESSAGE_BYTES
     result = decode("transactions", b"c-1", raw, rules)
     assert isinstance(result, Rejection) and result.reason == "invalid_json", result
+
+
+def test_the_sink_dead_letters_alerts_outside_the_plausible_years() -> None:
+    from streams.sink.service import parse_message
+
+    def alert(at: str) -> bytes:
+        return orjson.dumps(
+            {
+                "alert_id": "a-1",
+                "type": "complaint",
+                "severity": "warning",
+                "client_id": "c-1",
+                "rm_id": None,
+                "tier": None,
+                "occurred_at": at,
+                "detected_at": "2026-03-01T10:00:00+00:00",
+                "title": "t",
+                "facts": {},
+                "rule_version": "v",
+                "source_event_ids": [],
+            }
+        )
+
+    assert isinstance(parse_message(Alert, alert("2999-12-31T23:59:59+00:00")), Alert)
+    for at in ("9999-12-31T23:59:59.999999+00:00", "0001-01-01T00:00:00+00:00", "1969-12-31T23:59:59+00:00"):
+        rejected = parse_message(Alert, alert(at))
+        assert isinstance(rejected, Rejection) and rejected.reason == "schema" and "year" in rejected.error, at
