@@ -8,7 +8,6 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from schemas.limits import MAX_YEAR, MIN_YEAR
-
 from schemas.values import Severity, Tier
 
 AlertType = Literal[

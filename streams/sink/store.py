@@ -160,7 +160,7 @@ def _snapshot_json(row: asyncpg.Record) -> dict[str, Any]:
     for name in (*SNAPSHOT_FIELDS, "updated_at"):
         value = row[name]
         if isinstance(value, datetime):
-            value = value.isoformat()
+            value = aware(value).isoformat()
         elif isinstance(value, Decimal):
             value = str(value)
         out[name] = value
