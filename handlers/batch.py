@@ -266,7 +266,9 @@ class BatchProcessor:
     def _reject(self, result: BatchResult, record: RecordLike, rejection: Rejection, received_at: datetime) -> None:
         result.counts.rejected[(record.topic, rejection.reason)] += 1
         key = record.key
-        letter = dead_letter(record.topic, record.partition, record.offset, key, record.value, rejection, received_at)
+        letter = dead_letter(
+            record.topic, record.partition, record.offset, key, record.value, rejection, received_at, record.headers
+        )
         result.dead_letters.append((key, letter))
 
     # ------------------------------------------------------------------ tier counts

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,7 +13,7 @@ from pydantic import ValidationError
 
 from handlers.fastdecode import fast_decode
 from handlers.ruleset import Ruleset
-from schemas.alerts import DeadLetter
+from schemas.alerts import DeadLetter, RecordHeader
 from schemas.errors import error_texts
 from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
 from schemas.limits import MAX_MESSAGE_BYTES, MAX_RAW_IN_DEADLETTER
@@ -24,12 +26,22 @@ MODELS: dict[EventKind, type[TransactionEvent] | type[InteractionEvent] | type[C
 }
 _MAX_ERRORS = 3
 
+UTF8_BOM = b"\xef\xbb\xbf"
+"""Jackson and .NET accept (and some producers write) a byte-order mark before the JSON."""
+SCHEMA_REGISTRY_MAGIC = 0
+"""Confluent's wire format: a zero byte and a big-endian 4-byte schema id, then the serialized payload."""
+_UNCLEAN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+"""Control characters other than tab, LF and CR (C0, DEL, C1): text holding them is not kept as text."""
+
+Headers = Iterable[tuple[str, bytes | None]] | Mapping[str, bytes | None]
+"""A record's headers as the Kafka clients give them: (name, value) pairs."""
+
 
 @dataclass(frozen=True, slots=True)
 class Rejection:
     reason: str
     """Short machine code (metric label): empty, too_large, invalid_json, schema, key_mismatch, unknown_currency,
-    undecodable (a parser failed on the message)."""
+    schema_registry_framing, undecodable (a parser failed on the message)."""
     error: str
     """Which field and why, for people."""
 
@@ -51,11 +63,31 @@ def _describe(exc: ValidationError) -> Rejection:
     return Rejection("schema", "; ".join(error_texts(exc, limit=_MAX_ERRORS)))
 
 
+def framing_rejection(raw: bytes) -> Rejection | None:
+    """Schema Registry framing before the payload, said as such (it would otherwise be a puzzling invalid_json)."""
+    if len(raw) < 5 or raw[0] != SCHEMA_REGISTRY_MAGIC:
+        return None
+    schema_id = int.from_bytes(raw[1:5], "big")
+    return Rejection(
+        "schema_registry_framing",
+        f"Schema Registry framing: a zero byte and schema id {schema_id} precede the payload; "
+        "clientpulse reads plain UTF-8 JSON: produce with a plain string or bytes serializer, not a registry one",
+    )
+
+
 def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset) -> Event | Rejection:
     if not raw:
         return Rejection("empty", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
         return Rejection("too_large", f"message is {len(raw)} bytes, the limit is {MAX_MESSAGE_BYTES}")
+    if raw[0] == SCHEMA_REGISTRY_MAGIC:
+        framed = framing_rejection(raw)
+        if framed is not None:
+            return framed
+    elif raw.startswith(UTF8_BOM):
+        raw = raw[3:]
+        if not raw:
+            return Rejection("empty", "message has only a byte-order mark")
     try:
         event = fast_decode(kind, raw)
         if event is None:
@@ -74,6 +106,28 @@ def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset
     return event
 
 
+def clean_text(data: bytes) -> str | None:
+    """`data` as text if it is valid UTF-8 without control characters (tab, CR and LF allowed), else None."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return None if _UNCLEAN.search(text) else text
+
+
+def _header_items(headers: Headers | None) -> list[RecordHeader]:
+    if not headers:
+        return []
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    return [
+        RecordHeader(
+            key=name if isinstance(name, str) else bytes(name).decode("utf-8", errors="replace"),
+            value_base64=None if value is None else base64.b64encode(value).decode("ascii"),
+        )
+        for name, value in pairs
+    ]
+
+
 def dead_letter(
     topic: str,
     partition: int,
@@ -82,26 +136,38 @@ def dead_letter(
     raw: bytes | None,
     rejection: Rejection,
     received_at: datetime,
+    headers: Headers | None = None,
 ) -> DeadLetter:
-    """Keep the original bytes as text, or base64 when they are not UTF-8 (bounded in size)."""
+    """Keep the original bytes as text, or base64 when they are not clean UTF-8 text (bounded in size).
+
+    Key and headers are kept too, so that `clientpulse redrive` can publish the record again byte for byte.
+    """
     body = raw or b""
     truncated = len(body) > MAX_RAW_IN_DEADLETTER
     if truncated:
         body = body[:MAX_RAW_IN_DEADLETTER]
-    try:
-        text, encoding = body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
+    text = clean_text(body)
+    if text is not None:
+        encoding = "utf-8"
+    else:
         text, encoding = base64.b64encode(body).decode("ascii"), "base64"
-    key_text = None if key is None else key.decode("utf-8", errors="replace")
+    key_text: str | None = None
+    key_encoding = "utf-8"
+    if key is not None:
+        key_text = clean_text(key)
+        if key_text is None:
+            key_text, key_encoding = base64.b64encode(key).decode("ascii"), "base64"
     return DeadLetter(
         topic=topic,
         partition=partition,
         offset=offset,
         key=key_text,
+        key_encoding=key_encoding,  # type: ignore[arg-type]
         raw=text,
         raw_encoding=encoding,  # type: ignore[arg-type]
         raw_truncated=truncated,
         error=rejection.error,
         reason=rejection.reason,
         received_at=received_at,
+        headers=_header_items(headers),
     )

@@ -220,6 +220,8 @@ _BUILD = {"transactions": _transaction, "interactions": _interaction, "clients":
 
 def fast_decode(kind: str, raw: bytes) -> TransactionEvent | InteractionEvent | ClientEvent | None:
     """The event if the fast path is sure it is valid; None means: ask the contract model."""
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark before the JSON is ignored, as the contract model's caller does
     try:
         mirror = _DECODERS[kind].decode(raw)
         return _BUILD[kind](mirror)  # type: ignore[operator, no-any-return]

@@ -61,8 +61,22 @@ class Alert(BaseModel):
         return value.isoformat()
 
 
+class RecordHeader(BaseModel):
+    """One Kafka record header: its name, and its value as base64 (header values are bytes, or null)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    key: str
+    value_base64: str | None
+
+
 class DeadLetter(BaseModel):
-    """An input message that could not be applied, kept with the reason."""
+    """An input message that could not be applied, kept with the reason.
+
+    Everything needed to publish the record again as it was is kept: the key
+    and the value as text when they are clean UTF-8 text, else base64, and the
+    record's headers.
+    """
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -70,9 +84,11 @@ class DeadLetter(BaseModel):
     partition: int
     offset: int
     key: str | None
+    key_encoding: Literal["utf-8", "base64"] = "utf-8"
     raw: str
     raw_encoding: Literal["utf-8", "base64"] = "utf-8"
     raw_truncated: bool = False
     error: str
     reason: str
     received_at: datetime
+    headers: list[RecordHeader] = Field(default_factory=list)

@@ -256,7 +256,9 @@ class AlertSink:
                     snapshots.append(parsed)
                 elif isinstance(parsed, Rejection):
                     metrics.EVENTS_REJECTED.labels(topic=tp.topic, reason=parsed.reason).inc()
-                    letter = dead_letter(tp.topic, tp.partition, record.offset, record.key, record.value, parsed, now)
+                    letter = dead_letter(
+                        tp.topic, tp.partition, record.offset, record.key, record.value, parsed, now, record.headers
+                    )
                     letters.append((record.key, letter.model_dump_json().encode()))
 
         async def write() -> int:
