@@ -76,7 +76,7 @@ def cmd_topics(args: argparse.Namespace) -> int:
     settings = load_settings()
     from streams.topics import ensure_topics
 
-    created = asyncio.run(ensure_topics(settings))
+    created = asyncio.run(ensure_topics(settings, check_partitions=True))
     print("created: " + (", ".join(created) if created else "nothing (all topics exist)"))
     return 0
 

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError
+from pydantic import AliasChoices, Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from schemas import topics
@@ -23,6 +23,27 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", validation_alias=_env("KAFKA_BOOTSTRAP"), min_length=1)
+    # ---- Kafka connection security: every client of every process (worker, sink, topics, simulate, demo,
+    # bench, redrive) is built from these by streams/kafka_client.py. Secrets come from the variable or
+    # from a file (*_FILE, e.g. a mounted Secret); they are SecretStr, so never in a repr, a log or an error.
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", validation_alias=_env("KAFKA_SECURITY_PROTOCOL")
+    )
+    kafka_ssl_ca_file: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_CA_FILE"))
+    kafka_ssl_cert_file: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_CERT_FILE"))
+    kafka_ssl_key_file: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_KEY_FILE"))
+    kafka_ssl_key_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SSL_KEY_PASSWORD"))
+    kafka_ssl_key_password_file: Path | None = Field(None, validation_alias=_env("KAFKA_SSL_KEY_PASSWORD_FILE"))
+    kafka_ssl_check_hostname: bool = Field(True, validation_alias=_env("KAFKA_SSL_CHECK_HOSTNAME"))
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] = Field(
+        "PLAIN", validation_alias=_env("KAFKA_SASL_MECHANISM")
+    )
+    kafka_sasl_username: str | None = Field(None, validation_alias=_env("KAFKA_SASL_USERNAME"))
+    kafka_sasl_password: SecretStr | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD"))
+    kafka_sasl_password_file: Path | None = Field(None, validation_alias=_env("KAFKA_SASL_PASSWORD_FILE"))
+    kafka_sasl_oauth_token_file: Path | None = Field(None, validation_alias=_env("KAFKA_SASL_OAUTH_TOKEN_FILE"))
+    kafka_connect_timeout: float = Field(30.0, validation_alias=_env("KAFKA_CONNECT_TIMEOUT"), gt=0, le=3600)
+    # ---- end of the Kafka connection block
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     rules_path: Path = Field(DEFAULT_RULES, validation_alias=_env("CLIENTPULSE_RULES"))
     topic_prefix: str = Field("", validation_alias=_env("CLIENTPULSE_TOPIC_PREFIX"), pattern=r"^[A-Za-z0-9._-]*$")

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
-from streams.settings import Settings
+from streams.kafka_client import client_kwargs, wait_for_kafka
+from streams.settings import ENV_NAMES, ConfigError, Settings
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +43,52 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
     ]
 
 
-async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
-    """Create missing topics; return the names created. Existing topics are left as they are."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=int(timeout * 1000))
+def copartitioned_topics(settings: Settings) -> list[str]:
+    """Topics whose partition N must hold the same clients: the inputs, the ticks and the state changelogs.
+
+    A client's events, its clock ticks and its state records meet only when every
+    one of these has the same partition count (and every producer uses murmur2).
+    """
+    return [
+        *settings.input_topics,
+        settings.ticks_topic,
+        f"{settings.app_id}-client-state-changelog",
+        f"{settings.app_id}-partition-clock-changelog",
+    ]
+
+
+def partition_mismatch(settings: Settings, counts: dict[str, int]) -> str | None:
+    """The error to stop with when the co-partitioned topics that exist differ in partition count, else None."""
+    present = {name: counts[name] for name in copartitioned_topics(settings) if name in counts}
+    if set(present.values()) <= {settings.partitions}:
+        return None
+    listed = ", ".join(f"{name} has {n}" for name, n in present.items())
+    return (
+        f"clientpulse: partition counts differ: {listed}; {ENV_NAMES['partitions']} is {settings.partitions}. "
+        "A client's events, ticks and state must share one partition number: recreate the odd topics with "
+        f"{settings.partitions} partitions (or set {ENV_NAMES['partitions']} to match them all); "
+        "partitions are never added or removed here"
+    )
+
+
+async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    described = await admin.describe_topics(names)
+    counts: dict[str, int] = {}
+    for topic in described:
+        if topic.get("error_code", 0) == 0 and topic.get("partitions"):
+            counts[str(topic["topic"])] = len(topic["partitions"])
+    return counts
+
+
+async def ensure_topics(settings: Settings, timeout: float = 30.0, check_partitions: bool = False) -> list[str]:
+    """Create missing topics; return the names created. Existing topics are left as they are.
+
+    Waits for Kafka first (one line and exit 2 when it cannot be reached). With
+    `check_partitions` (the worker and `clientpulse topics`), co-partitioned topics
+    whose partition counts differ stop the process (exit 2) naming each count.
+    """
+    await wait_for_kafka(settings)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         try:
@@ -52,10 +96,15 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0) -> list[str]:
             break
         except KafkaError as exc:
             if asyncio.get_running_loop().time() > deadline:
-                raise RuntimeError(f"cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from exc
+                raise ConfigError(f"clientpulse: cannot reach Kafka at {settings.kafka_bootstrap}: {exc}") from None
             await asyncio.sleep(0.5)
     try:
         existing = set(await admin.list_topics())
+        if check_partitions:
+            names = [name for name in copartitioned_topics(settings) if name in existing]
+            problem = partition_mismatch(settings, await _partition_counts(admin, names)) if names else None
+            if problem:
+                raise ConfigError(problem)
         missing = [s for s in topic_specs(settings) if s.name not in existing]
         if missing:
             await admin.create_topics(

@@ -20,7 +20,9 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition  # type: ignore[import-untyped]
+from pydantic import SecretStr
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.tools.embedded import free_port, terminate_group
 
@@ -62,8 +64,21 @@ def settings_env(settings: Settings) -> dict[str, str]:
     for name, value in settings.model_dump().items():
         if value is None:
             continue
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
         env[ENV_NAMES[name]] = str(value).lower() if isinstance(value, bool) else str(value)
     return env
+
+
+Target = str | Settings
+"""Where a helper connects: a plaintext bootstrap address, or settings (with their security) to connect with."""
+
+
+def kafka_kwargs(target: Target) -> dict[str, Any]:
+    """The client arguments for `target`, built as every clientpulse process builds them."""
+    if isinstance(target, Settings):
+        return client_kwargs(target)
+    return {"bootstrap_servers": target}
 
 
 @dataclass
@@ -148,9 +163,12 @@ def new_worker(settings: Settings, tmp_path: Path, name: str = "worker", **env: 
     return WorkerProcess(worker_settings, tmp_path / f"{name}.log", dict(env))
 
 
-async def produce(bootstrap: str, records: Iterable[tuple[str, bytes | None, bytes | None]]) -> int:
+async def produce(
+    bootstrap: Target, records: Iterable[tuple[str, bytes | None, bytes | None]], **producer_options: Any
+) -> int:
     """Send (topic, key, value) in order and wait until the broker has them all."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
+    options: dict[str, Any] = {"acks": "all", "linger_ms": 2, **producer_options}
+    producer = AIOKafkaProducer(**kafka_kwargs(bootstrap), **options)
     await producer.start()
     n = 0
     try:
@@ -174,7 +192,34 @@ def encode_records(
     return out
 
 
-async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0, **options: Any) -> list[ConsumerRecord]:
+async def consume(
+    bootstrap: Target,
+    topic: str,
+    until: Callable[[list[dict[str, Any]]], bool],
+    timeout: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Read a topic from the start, JSON-decoding values, until `until(values)` holds or timeout."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        **kafka_kwargs(bootstrap),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    await consumer.start()
+    values: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and not until(values):
+            batch = await consumer.getmany(timeout_ms=500)
+            for msgs in batch.values():
+                values.extend(orjson.loads(m.value) for m in msgs if m.value is not None)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def read_to_end(bootstrap: Target, topic: str, timeout: float = 60.0, **options: Any) -> list[ConsumerRecord]:
     """Every record of `topic` from its start up to its end: the high watermark a fetch reports per partition.
 
     Read this way, "nothing more" is a fact rather than a guess: once whatever
@@ -183,7 +228,7 @@ async def read_to_end(bootstrap: str, topic: str, timeout: float = 60.0, **optio
     end is the fetch's high watermark because some Kafka-compatible brokers (the
     embedded one among them) answer ListOffsets inexactly.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None, **options)
+    consumer = AIOKafkaConsumer(**kafka_kwargs(bootstrap), enable_auto_commit=False, group_id=None, **options)
     await consumer.start()
     records: list[ConsumerRecord] = []
     try:

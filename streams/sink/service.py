@@ -34,6 +34,7 @@ from streams.api.identity import Teams
 from streams.api.oidc import OidcClient, OidcConfig
 from streams.api.reload import ConfigFiles, read_teams, read_token_entries
 from streams.api.server import ApiRunner
+from streams.kafka_client import client_kwargs
 from streams.settings import ENV_NAMES, ConfigError, Settings
 from streams.sink.store import AlertStore, MigrationError
 from streams.topics import ensure_topics
@@ -178,7 +179,7 @@ class AlertSink:
             consumer = AIOKafkaConsumer(
                 self.settings.alerts_topic,
                 self.settings.snapshots_topic,
-                bootstrap_servers=self.settings.kafka_bootstrap,
+                **client_kwargs(self.settings),
                 group_id=self.group_id,
                 client_id=self.group_id,
                 enable_auto_commit=False,
@@ -187,7 +188,7 @@ class AlertSink:
                 heartbeat_interval_ms=int(min(3000, max(500, self.settings.session_timeout * 1000 / 6))),
                 max_poll_records=self.settings.sink_batch_size,
             )
-            producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka_bootstrap, acks="all")
+            producer = AIOKafkaProducer(**client_kwargs(self.settings), acks="all")
             await consumer.start()
             try:
                 await producer.start()

@@ -33,6 +33,7 @@ from handlers.replay import Replay
 from handlers.ruleset import load_rules
 from schemas.topics import INTERACTIONS
 from streams.gc_tuning import tune_gc
+from streams.kafka_client import client_kwargs
 from streams.settings import ENV_NAMES, Settings, load_settings
 from streams.tools.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
 from streams.tools.synthetic import SyntheticBank, history
@@ -93,9 +94,9 @@ def _records(events: int, clients: int) -> list[tuple[str, bytes, bytes]]:
     ]
 
 
-async def _produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, bytes]]) -> float:
+async def _produce(settings: Settings, prefix: str, records: list[tuple[str, bytes, bytes]]) -> float:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks=1, linger_ms=20, max_batch_size=512 * 1024, compression_type=None
+        **client_kwargs(settings), acks=1, linger_ms=20, max_batch_size=512 * 1024, compression_type=None
     )
     await producer.start()
     started = time.perf_counter()
@@ -112,10 +113,10 @@ async def _produce(bootstrap: str, prefix: str, records: list[tuple[str, bytes, 
     return len(records) / (time.perf_counter() - started)
 
 
-async def _raw_consume(bootstrap: str, topics: list[str], expected: int) -> float:
+async def _raw_consume(settings: Settings, topics: list[str], expected: int) -> float:
     consumer = AIOKafkaConsumer(
         *topics,
-        bootstrap_servers=bootstrap,
+        **client_kwargs(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -211,10 +212,10 @@ def _drain(worker: _Worker, expected: int, timeout: float) -> float:
 async def _latency(settings: Settings, rate: float, seconds: float) -> list[float]:
     """Offered load with a complaint (always an alert) every 20 events; latency = alert arrival - send."""
     bank = SyntheticBank(clients=2000, seed=9, run_id=f"lat{int(time.time())}")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks=1, linger_ms=0)
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks=1, linger_ms=0)
     consumer = AIOKafkaConsumer(
         settings.alerts_topic,
-        bootstrap_servers=settings.kafka_bootstrap,
+        **client_kwargs(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
         group_id=None,
@@ -311,12 +312,10 @@ def run_bench(args: argparse.Namespace) -> int:
         records = _records(events, clients)
         figures.events = len(records)
         asyncio.run(ensure_topics(settings))
-        rate = asyncio.run(_produce(settings.kafka_bootstrap, prefix, records))
+        rate = asyncio.run(_produce(settings, prefix, records))
         print(f"loaded the input topics at {rate:,.0f} msg/s", flush=True)
 
-        figures.limit_msgs_per_s = asyncio.run(
-            _raw_consume(settings.kafka_bootstrap, list(settings.input_topics), len(records))
-        )
+        figures.limit_msgs_per_s = asyncio.run(_raw_consume(settings, list(settings.input_topics), len(records)))
         print(f"limit     {figures.limit_msgs_per_s:,.0f} msg/s", flush=True)
         figures.backtest_events_per_s, figures.alerts_backtest = _backtest(records)
         print(f"backtest  {figures.backtest_events_per_s:,.0f} events/s", flush=True)

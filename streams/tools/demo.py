@@ -25,6 +25,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
+from streams.kafka_client import client_kwargs
 from streams.settings import load_settings
 from streams.tools.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, python_cmd, terminate_group
 from streams.tools.simulate import produce_live
@@ -118,7 +119,7 @@ class Demo:
         settings = load_settings()
         consumer = AIOKafkaConsumer(
             settings.alerts_topic,
-            bootstrap_servers=self.env["KAFKA_BOOTSTRAP"],
+            **client_kwargs(settings),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,

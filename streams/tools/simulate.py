@@ -14,6 +14,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings, load_settings
 from streams.tools.synthetic import SyntheticBank, history
 from streams.topics import ensure_topics
@@ -41,7 +42,7 @@ async def produce_live(
 ) -> int:
     """Onboard the bank, then send events stamped with the wall clock at `rate` per second."""
     await ensure_topics(settings)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
     await producer.start()
     run_id = f"sim{int(time.time())}"
     bank = SyntheticBank(clients=clients, rms=max(1, clients // 15), seed=seed, run_id=run_id)

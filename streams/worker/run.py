@@ -22,7 +22,7 @@ def run_worker(settings: Settings, rules: Ruleset) -> int:
     tune_gc()
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    loop.run_until_complete(ensure_topics(settings))
+    loop.run_until_complete(ensure_topics(settings, check_partitions=True))
     metrics.BUILD_INFO.labels(version=__version__, rule_version=rules.rule_version).set(1)
     pipeline = Pipeline(settings, rules)
     log.info(
