@@ -8,7 +8,7 @@ DEMO_ARGS = $(if $(DURATION),--duration $(DURATION),)
 
 OIDC_MODULES = tests/oidc/node_modules/.package-lock.json
 
-.PHONY: demo test lint typecheck bench bench-quick install clean ci
+.PHONY: demo test lint typecheck bench bench-quick install clean ci system-deps
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: $(STAMP) $(OIDC_MODULES) lint typecheck
+# The TLS tests put Debian's stunnel in front of the embedded broker; installed here when missing.
+system-deps:
+	@command -v stunnel4 >/dev/null 2>&1 || command -v stunnel >/dev/null 2>&1 || { \
+	  echo "installing stunnel4 (TLS proxy for the TLS tests)"; \
+	  apt-get install -y -qq stunnel4 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq stunnel4; }; }
+
+test: $(STAMP) $(OIDC_MODULES) system-deps lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)

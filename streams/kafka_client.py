@@ -262,7 +262,7 @@ async def wait_for_kafka(settings: Settings) -> None:
                 if exc.verify_code == _HOSTNAME_MISMATCH:
                     problem = f"does not name {host} (see {_name('kafka_ssl_check_hostname')})"
                 raise ConfigError(
-                    f"clientpulse: TLS to {host}:{port} failed ({exc.verify_message}): "
+                    f"clientpulse: TLS to {host}:{port} failed (certificate verify failed: {exc.verify_message}): "
                     f"the broker's certificate {problem}"
                 ) from None
             except ssl.SSLError as exc:

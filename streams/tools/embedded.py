@@ -56,6 +56,8 @@ class EmbeddedBroker:
     port: int = field(default_factory=free_port)
     log_path: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    advertised: str | None = None
+    """host:port clients are told to connect to (default: where it listens); e.g. a TLS proxy in front of it."""
 
     @property
     def bootstrap(self) -> str:
@@ -69,7 +71,7 @@ class EmbeddedBroker:
             "--listener-url",
             url,
             "--advertised-listener-url",
-            url,
+            f"tcp://{self.advertised}" if self.advertised else url,
             "--storage-engine",
             "memory://tansu/",
         ]
