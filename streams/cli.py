@@ -8,20 +8,33 @@ import logging
 import signal
 import sys
 import time
-from datetime import datetime
+from datetime import UTC, date, datetime
+from datetime import time as dt_time
 from pathlib import Path
 
 from handlers.ruleset import RulesError, Ruleset, load_rules
 from streams.settings import ConfigError, Settings, load_settings
 
+TIME_FORMS = "a date such as 2027-06-01 (00:00 UTC) or a time with an offset such as 2027-06-01T09:30:00+08:00"
+
 
 def _parse_time(text: str) -> datetime:
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {text!r}") from None
+    """A date (YYYY-MM-DD, midnight UTC) or an RFC 3339 time with an offset."""
+    value: datetime | None = None
+    if len(text) == 10:
+        try:
+            value = datetime.combine(date.fromisoformat(text), dt_time(0), tzinfo=UTC)
+        except ValueError:
+            value = None
+    if value is None:
+        try:
+            value = datetime.fromisoformat(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a date or time: {text!r}; use {TIME_FORMS}") from None
     if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(f"time needs an offset, e.g. {text}+00:00") from None
+        raise argparse.ArgumentTypeError(
+            f"a time needs an offset: {text!r}; use {value.isoformat()}+00:00 (UTC) or {TIME_FORMS}"
+        ) from None
     return value
 
 
@@ -109,6 +122,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def cmd_redrive(args: argparse.Namespace) -> int:
+    from streams.tools.redrive import run_redrive
+
+    return run_redrive(args)
+
+
 def cmd_sink(args: argparse.Namespace) -> int:
     settings, rules = _load()
     _setup_logging(settings.log_level)
@@ -163,6 +182,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=300)
     p.add_argument("--rate", type=float, default=50.0, help="events per second")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser(
+        "redrive",
+        help="publish chosen dead letters again to their original topics (each once)",
+        description="Publish dead letters again to their original topics, keyed by client and partitioned as Kafka's "
+        "default partitioner does, with their original bytes and headers. Each dead letter is re-driven once: "
+        "the ledger topic clientpulse.redriven.v1 remembers them. Filters combine (and); none selects all.",
+    )
+    p.add_argument("--reason", action="append", help="only this dead-letter reason (repeatable), e.g. invalid_json")
+    p.add_argument("--topic", action="append", help="only letters from this original topic (repeatable)")
+    p.add_argument(
+        "--since", type=_parse_time, default=None, help="received at or after this time (" + TIME_FORMS + ")"
+    )
+    p.add_argument("--until", type=_parse_time, default=None, help="received before this time (" + TIME_FORMS + ")")
+    p.add_argument("--dry-run", action="store_true", help="print what would be published; publish nothing")
+    p.set_defaults(func=cmd_redrive)
 
     p = sub.add_parser("sink", help="store alerts in PostgreSQL and serve the RM API")
     p.add_argument("--no-api", action="store_true", help="store alerts only")

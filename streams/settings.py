@@ -282,6 +282,11 @@ class Settings(BaseSettings):
         return self.topic(topics.DEADLETTER)
 
     @property
+    def redriven_topic(self) -> str:
+        """Compacted ledger of the dead letters `clientpulse redrive` published again (so each goes once)."""
+        return self.topic("clientpulse.redriven.v1")
+
+    @property
     def snapshots_topic(self) -> str:
         return self.topic(topics.SNAPSHOTS)
 

@@ -40,6 +40,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.deadletter_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
         TopicSpec(settings.snapshots_topic, n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.ticks_topic, n, {"retention.ms": str(3600 * 1000)}),
+        # Which dead letters `clientpulse redrive` published again: latest per dead letter, kept.
+        TopicSpec(settings.redriven_topic, n, {"cleanup.policy": "compact"}),
     ]
 
 
