@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -11,9 +12,15 @@ import orjson
 from handlers.alerting import alert_json
 from handlers.replay import Replay
 from handlers.ruleset import RulesError, load_rules
-from handlers.timeutil import iso
+from handlers.timeutil import iso, to_us
 from streams.gc_tuning import tune_gc
 from streams.settings import load_settings
+
+
+class _UntilBeforeData(Exception):
+    def __init__(self, watermark: int) -> None:
+        super().__init__(watermark)
+        self.watermark = watermark
 
 
 def run_backtest(
@@ -31,19 +38,51 @@ def run_backtest(
         return 2
     tune_gc()
     replay = Replay(rules)
+    until_us = None if until is None else to_us(until)
+
+    def lines() -> Iterator[bytes]:
+        """The file's lines, refusing --until as soon as the events' clock has passed it."""
+        for line in source:
+            if until_us is not None and replay.watermark > until_us:
+                raise _UntilBeforeData(replay.watermark)
+            yield line
+
     sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
+    refused: _UntilBeforeData | None = None
     try:
         with source:
-            for alert in replay.run_lines(source, until):
+            for alert in replay.run_lines(lines(), None):
                 sink.write(alert_json(alert) + b"\n")
+            if until_us is not None and replay.watermark > until_us:
+                raise _UntilBeforeData(replay.watermark)
+            for alert in replay.finish(until):
+                sink.write(alert_json(alert) + b"\n")
+    except _UntilBeforeData as exc:
+        refused = exc
     finally:
         if out:
             sink.close()
         else:
             sink.flush()
+    if refused is not None:
+        if out:
+            out.unlink(missing_ok=True)  # a partial result is no result
+        assert until is not None
+        print(
+            f"clientpulse: --until {until.isoformat()} is before the events: their clock already reached "
+            f"{iso(refused.watermark)} (the clock never goes back); give a later --until or leave it out",
+            file=sys.stderr,
+        )
+        return 2
     summary = replay.summary
+    clock = max(replay.watermark, until_us or 0)
+    moved = (
+        f" (moved by --until from the last event's {iso(replay.watermark)})"
+        if until_us and clock > replay.watermark
+        else ""
+    )
     print(
-        f"rules {rules.rule_version}; clock ended at watermark {iso(replay.watermark) if replay.watermark else '-'}",
+        f"rules {rules.rule_version}; clock ended at {iso(clock) if clock else '-'}{moved}",
         file=sys.stderr,
     )
     print(summary.render(), file=sys.stderr)

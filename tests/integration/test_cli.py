@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -61,12 +62,40 @@ def test_backtest_command(tmp_path: Path, rules: Ruleset) -> None:
     assert orjson.loads(summary.read_bytes())["alerts"] == len(written)
     assert "alerts by type and severity" in proc.stderr
 
-    bad = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "backtest", str(events), "--until", "tomorrow"],
+    assert "clock ended at 2026-12-31T00:00:00+00:00 (moved by --until" in proc.stderr
+
+
+def backtest(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "backtest", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
-    assert bad.returncode == 2 and "RFC 3339" in bad.stderr
+
+
+def test_backtest_until_takes_a_date_or_a_time_hints_forms_that_work_and_refuses_the_past(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join(dump(list(history(300, 20, seed=5)))) + b"\n")
+    out = tmp_path / "alerts.jsonl"
+
+    as_date = backtest(str(events), "--out", str(out), "--until", "2026-12-31")
+    assert as_date.returncode == 0, as_date.stderr
+    assert "clock ended at 2026-12-31T00:00:00+00:00" in as_date.stderr
+
+    for wrong in ("tomorrow", "2026-12-31T00:00", "31/12/2026"):
+        bad = backtest(str(events), "--until", wrong)
+        assert bad.returncode == 2, bad.stderr
+        hinted = re.findall(r"\b\d{4}-\d{2}-\d{2}(?:T[\d:]+[+-]\d{2}:\d{2})?\b", bad.stderr.split(wrong, 1)[-1])
+        assert hinted, f"{wrong}: no form hinted in {bad.stderr!r}"
+        for form in hinted:  # every form the hint offers works
+            assert backtest(str(events), "--out", str(out), "--until", form).returncode == 0, form
+    naive = backtest(str(events), "--until", "2026-12-31T00:00")
+    assert "2026-12-31T00:00:00+00:00" in naive.stderr
+
+    before = backtest(str(events), "--out", str(out), "--until", "2000-01-01")
+    assert before.returncode == 2
+    assert "--until 2000-01-01T00:00:00+00:00 is before the events" in before.stderr
+    assert not out.exists(), "a refused backtest leaves no partial result"
