@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,9 +12,7 @@ import pytest
 
 from handlers.ruleset import Ruleset, load_rules
 from streams.settings import DEFAULT_RULES
-from streams.tools.embedded import EmbeddedBroker, EmbeddedPostgres
-
-LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+from streams.tools.embedded import LOCAL_POSTGRES, EmbeddedBroker, EmbeddedPostgres, create_database, drop_database
 
 
 @pytest.fixture(scope="session")
@@ -38,31 +35,6 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         embedded.stop()
 
 
-async def _try_create_database(admin_url: str, name: str) -> bool:
-    import asyncpg  # type: ignore[import-untyped]
-
-    try:
-        conn = await asyncpg.connect(admin_url, timeout=3)
-    except (TimeoutError, OSError, asyncpg.PostgresError):
-        return False
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return True
-
-
-async def _drop_database(admin_url: str, name: str) -> None:
-    import asyncpg
-
-    with contextlib.suppress(OSError, asyncpg.PostgresError):
-        conn = await asyncpg.connect(admin_url, timeout=3)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """DATABASE_URL if set; else a fresh database on 127.0.0.1:5432; else a private pgserver."""
@@ -70,11 +42,12 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield os.environ["DATABASE_URL"]
         return
     name = f"clientpulse_test_{uuid.uuid4().hex[:10]}"
-    if asyncio.run(_try_create_database(LOCAL_PG, name)):
+    url = asyncio.run(create_database(LOCAL_POSTGRES, name))
+    if url is not None:
         try:
-            yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+            yield url
         finally:
-            asyncio.run(_drop_database(LOCAL_PG, name))
+            asyncio.run(drop_database(LOCAL_POSTGRES, name))
         return
     server = EmbeddedPostgres(data_dir=Path(tmp_path_factory.mktemp("pg")) / "data").start()
     try:

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,17 @@ from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
 from streams.kafka_client import client_kwargs
 from streams.settings import load_settings
-from streams.tools.embedded import EmbeddedBroker, EmbeddedPostgres, free_port, python_cmd, terminate_group
+from streams.tools.embedded import (
+    LOCAL_POSTGRES,
+    EmbeddedBroker,
+    EmbeddedError,
+    EmbeddedPostgres,
+    create_database,
+    drop_database,
+    free_port,
+    python_cmd,
+    terminate_group,
+)
 from streams.tools.simulate import produce_live
 from streams.topics import ensure_topics
 
@@ -49,13 +60,24 @@ def format_alert(alert: dict[str, Any], colour: bool = False) -> str:
     )
 
 
+class DemoError(Exception):
+    """The demo cannot run; the message says what to set."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0][:200] if text else "") or type(exc).__name__
+
+
 class Demo:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, local_postgres: str = LOCAL_POSTGRES) -> None:
         self.args = args
         self.workdir = Path(".demo").resolve()
         self.children: list[subprocess.Popen[bytes]] = []
         self.broker: EmbeddedBroker | None = None
         self.database: EmbeddedPostgres | None = None
+        self.local_postgres = local_postgres
+        self.local_database: str | None = None
         self.env = dict(os.environ)
         self.sent = 0
         self.alerts = 0
@@ -69,7 +91,12 @@ class Demo:
     def start_services(self) -> None:
         self.workdir.mkdir(exist_ok=True)
         if not self.env.get("KAFKA_BOOTSTRAP"):
-            self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log").start()
+            try:
+                self.broker = EmbeddedBroker(log_path=self.workdir / "broker.log").start()
+            except (EmbeddedError, OSError) as exc:
+                raise DemoError(
+                    f"the embedded broker did not start ({_first_line(exc)}); set KAFKA_BOOTSTRAP"
+                ) from None
             self.env["KAFKA_BOOTSTRAP"] = self.broker.bootstrap
             # The embedded broker's offset reports need these (see README, "Embedded broker").
             self.env.setdefault("CLIENTPULSE_RECOVERY_CHECK", "false")
@@ -77,18 +104,43 @@ class Demo:
             self.env.setdefault("CLIENTPULSE_SESSION_TIMEOUT", "6")
             self.say(f"broker    embedded Tansu on {self.broker.bootstrap}")
         else:
-            self.say(f"broker    {self.env['KAFKA_BOOTSTRAP']}")
-        if not self.env.get("DATABASE_URL"):
-            self.database = EmbeddedPostgres().start()
-            self.env["DATABASE_URL"] = self.database.url
-            self.say("database  embedded PostgreSQL (pgserver, temporary)")
-        else:
-            self.say("database  DATABASE_URL")
+            self.say(f"broker    {self.env['KAFKA_BOOTSTRAP']} (KAFKA_BOOTSTRAP)")
+        self.say(f"database  {self.choose_database()}")
         self.env["CLIENTPULSE_WEB_PORT"] = str(self.worker_port)
         self.env.setdefault("CLIENTPULSE_API_PORT", str(free_port()))
         self.env.setdefault("CLIENTPULSE_DATA_DIR", str(self.workdir / "worker-data"))
         self.env.setdefault("CLIENTPULSE_TICK_SECONDS", "2")
         self.env.setdefault("CLIENTPULSE_SNAPSHOT_SECONDS", "5")
+
+    def choose_database(self) -> str:
+        """DATABASE_URL; else a fresh database on 127.0.0.1:5432 (dropped at the end); else a private pgserver.
+
+        Returns the line that says which; a failure is one DemoError line naming what to set.
+        """
+        if self.env.get("DATABASE_URL"):
+            return "DATABASE_URL"
+        name = f"clientpulse_demo_{uuid.uuid4().hex[:10]}"
+        url = asyncio.run(create_database(self.local_postgres, name))
+        if url is not None:
+            self.env["DATABASE_URL"] = url
+            self.local_database = name
+            return f"PostgreSQL on {self.local_server}, fresh database {name} (dropped at the end)"
+        try:
+            self.database = EmbeddedPostgres().start()
+            self.env["DATABASE_URL"] = self.database.url
+        except Exception as exc:  # pgserver's initdb and pg_ctl fail in many ways; each ends the same
+            self.database = None
+            raise DemoError(
+                f"no PostgreSQL: none answered on {self.local_server} and "
+                f"the private one (pgserver) did not start ({_first_line(exc)}); set DATABASE_URL"
+            ) from None
+        return (
+            f"private PostgreSQL (pgserver, temporary): DATABASE_URL is unset and none answered on {self.local_server}"
+        )
+
+    @property
+    def local_server(self) -> str:
+        return self.local_postgres.rpartition("@")[2].rpartition("/")[0]
 
     def spawn(self, name: str, *args: str) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -104,6 +156,9 @@ class Demo:
         self.children.clear()
         if self.database is not None:
             self.database.stop()
+        if self.local_database is not None:
+            asyncio.run(drop_database(self.local_postgres, self.local_database))
+            self.local_database = None
         if self.broker is not None:
             self.broker.stop()
 
@@ -203,6 +258,9 @@ def run_demo(args: argparse.Namespace) -> int:
     try:
         demo.start_services()
         return asyncio.run(demo.main())
+    except DemoError as exc:
+        print(f"clientpulse demo: {exc}", file=sys.stderr, flush=True)
+        return 2
     except KeyboardInterrupt:
         return 0
     finally:

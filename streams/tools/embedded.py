@@ -23,6 +23,43 @@ class EmbeddedError(RuntimeError):
     pass
 
 
+LOCAL_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+"""A PostgreSQL many development machines run; the demo and the tests try it before a private one."""
+
+
+def _with_database(admin_url: str, name: str) -> str:
+    base, _, _ = admin_url.rpartition("/")
+    return f"{base}/{name}"
+
+
+async def create_database(admin_url: str, name: str, timeout: float = 3.0) -> str | None:
+    """Create database `name` through `admin_url`; its URL, or None when that server cannot be used."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    try:
+        conn = await asyncpg.connect(admin_url, timeout=timeout)
+    except (TimeoutError, OSError, asyncpg.PostgresError):
+        return None
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    except asyncpg.PostgresError:
+        return None
+    finally:
+        await conn.close()
+    return _with_database(admin_url, name)
+
+
+async def drop_database(admin_url: str, name: str) -> None:
+    import asyncpg
+
+    with contextlib.suppress(OSError, TimeoutError, asyncpg.PostgresError):
+        conn = await asyncpg.connect(admin_url, timeout=3)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
