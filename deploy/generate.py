@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pydantic import SecretStr  # noqa: E402
 from pydantic.fields import FieldInfo  # noqa: E402
 
 from streams.settings import DEFAULT_RULES, ENV_NAMES, Settings  # noqa: E402
@@ -34,6 +35,24 @@ TABLE_END = "<!-- config-table:end -->"
 
 DESCRIPTIONS: dict[str, str] = {
     "kafka_bootstrap": "Kafka bootstrap servers, `host:port[,host:port...]`.",
+    "kafka_security_protocol": "How every client connects to Kafka: `PLAINTEXT`, `SSL` (TLS), `SASL_PLAINTEXT` or "
+    "`SASL_SSL` (SASL over TLS, what a bank's cluster usually requires).",
+    "kafka_ssl_ca_file": "PEM file of the CA(s) that signed the brokers' certificates (SSL, SASL_SSL); unset: the "
+    "system's CAs. A broker certificate it does not vouch for stops the process at start (exit 2).",
+    "kafka_ssl_cert_file": "PEM client certificate, for clusters that authenticate clients by certificate (mTLS).",
+    "kafka_ssl_key_file": "PEM private key of the client certificate (if not in the certificate file).",
+    "kafka_ssl_key_password": "Password of an encrypted client key. Secret: prefer the `_FILE` form.",
+    "kafka_ssl_key_password_file": "File holding the client key's password (e.g. a mounted Secret).",
+    "kafka_ssl_check_hostname": "Check that the broker's certificate names the host connected to (keep `true`).",
+    "kafka_sasl_mechanism": "SASL mechanism (SASL_PLAINTEXT, SASL_SSL): `PLAIN`, `SCRAM-SHA-256`, `SCRAM-SHA-512`, "
+    "or `OAUTHBEARER` (token from `KAFKA_SASL_OAUTH_TOKEN_FILE`).",
+    "kafka_sasl_username": "SASL user name (PLAIN, SCRAM).",
+    "kafka_sasl_password": "SASL password (PLAIN, SCRAM). Secret: never logged; prefer the `_FILE` form.",
+    "kafka_sasl_password_file": "File holding the SASL password (e.g. a mounted Secret); trailing newline ignored.",
+    "kafka_sasl_oauth_token_file": "OAUTHBEARER: file holding the access token, read again at every connection "
+    "(a sidecar keeps it fresh).",
+    "kafka_connect_timeout": "Seconds each process waits at start for Kafka to answer before it stops with one "
+    "line naming `KAFKA_BOOTSTRAP` (exit 2).",
     "database_url": "PostgreSQL URL of the alert store (`postgresql://user:password@host:5432/db`). "
     "Required by the sink; keep it in a Secret.",
     "rules_path": "Rules file (YAML). Validated at start: a bad file stops the process before it consumes. "
@@ -83,7 +102,14 @@ def _type_text(field: FieldInfo) -> str:
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation = args[0] if len(args) == 1 else annotation
-    names: dict[Any, str] = {str: "text", int: "integer", float: "number", bool: "true/false", Path: "path"}
+    names: dict[Any, str] = {
+        str: "text",
+        int: "integer",
+        float: "number",
+        bool: "true/false",
+        Path: "path",
+        SecretStr: "secret text",
+    }
     return names.get(annotation, str(annotation))
 
 

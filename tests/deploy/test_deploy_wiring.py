@@ -196,8 +196,9 @@ def test_compose_bind_mounts_point_at_files_in_the_repo() -> None:
 
 def test_compose_env_names_are_settings_the_code_reads() -> None:
     for name, svc in services().items():
+        ours = is_clientpulse(svc)
         for var in env_of(svc):
-            if var.startswith("CLIENTPULSE_") or var in {"KAFKA_BOOTSTRAP", "DATABASE_URL"}:
+            if var.startswith("CLIENTPULSE_") or var == "DATABASE_URL" or (ours and var.startswith("KAFKA_")):
                 assert var in ENV_VARS, f"{name}: {var} is not a setting (streams/settings.py)"
     for svc in clientpulse_services().values():
         settings_from_env(env_of(svc))  # every value valid for its setting
@@ -227,6 +228,28 @@ def test_compose_clientpulse_processes_share_one_configuration() -> None:
     for name, svc in {**clientpulse_services("worker"), **clientpulse_services("sink")}.items():
         assert svc["depends_on"][topics_name]["condition"] == "service_completed_successfully", name
     assert {spec.partitions for spec in topic_specs(settings)} == {settings.partitions}
+
+
+def secured_kafka_example() -> dict[str, str]:
+    """The commented secured-Kafka block of docker-compose.yml, uncommented."""
+    text = COMPOSE.read_text("utf-8")
+    block = text.split("# --- secured Kafka example ---", 1)[1].split("# --- end of the secured Kafka example ---", 1)[
+        0
+    ]
+    lines = [line.strip().removeprefix("#").strip() for line in block.splitlines() if line.strip()]
+    data = yaml.safe_load("\n".join(lines))
+    assert isinstance(data, dict)
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def test_compose_secured_kafka_example_is_valid_settings() -> None:
+    example = secured_kafka_example()
+    assert set(example) <= ENV_VARS, f"not settings: {set(example) - ENV_VARS}"
+    settings = settings_from_env(example)
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_username and settings.kafka_sasl_password is None, "the password comes from a file"
+    for path in (settings.kafka_ssl_ca_file, settings.kafka_sasl_password_file):
+        assert path is not None and str(path).startswith("/run/secrets/"), path
 
 
 def test_compose_kafka_is_apache_kafka_in_kraft_mode() -> None:
@@ -508,11 +531,18 @@ def container_env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+FILE_SETTINGS = ("rules_path", *(name for name in ENV_NAMES if name.endswith("_file")))
+"""Settings naming a file a pod must have mounted: the rules, the token file, the Kafka CA, keys and secrets."""
+
+
 def test_kustomization_lists_existing_manifests_and_never_the_secret() -> None:
     kustomization = load_yaml(K8S / "kustomization.yaml")
     for resource in kustomization["resources"]:
         assert (K8S / resource).is_file(), resource
+        kinds = {d["kind"] for d in load_all(K8S / resource)}
+        assert "Secret" not in kinds, f"{resource}: apply -k must not overwrite real secrets"
     assert "secret.yaml" not in kustomization["resources"], "apply -k must not overwrite real secrets"
+    assert "kafka-secret.yaml" not in kustomization["resources"]
     listed = {d["metadata"]["name"] for r in kustomization["resources"] for d in load_all(K8S / r)}
     assert {"clientpulse-worker", "clientpulse-sink", "clientpulse-config", "clientpulse-rules"} <= listed
 
@@ -537,7 +567,7 @@ def test_k8s_env_names_are_settings_and_references_resolve() -> None:
             settings = settings_from_env(env)
             for mount in container.get("volumeMounts") or []:
                 assert mount["name"] in volumes, f"{pod_name}: mounts unknown volume {mount['name']}"
-            for setting in ("rules_path", "api_tokens_file"):
+            for setting in FILE_SETTINGS:
                 path = getattr(settings, setting)
                 if path is None or (setting == "rules_path" and "worker" not in container.get("args", [])):
                     continue
@@ -550,6 +580,38 @@ def test_k8s_env_names_are_settings_and_references_resolve() -> None:
                     assert key in objects("ConfigMap")[volume["configMap"]["name"]]["data"], f"{pod_name}: {path}"
                 else:
                     assert key in {i["path"] for i in volume["secret"]["items"]}, f"{pod_name}: {path}"
+
+
+def test_k8s_every_pod_connects_to_kafka_the_same_secured_way_with_files_from_the_secret() -> None:
+    """Worker, sink and the topics job: TLS and SASL, the CA and password as files of the clientpulse-kafka Secret."""
+    security: set[tuple[Any, ...]] = set()
+    for pod_name, pod in pod_templates().items():
+        volumes = {v["name"]: v for v in pod.get("volumes") or []}
+        (container,) = pod["containers"]
+        settings = settings_from_env(container_env(container))
+        assert settings.kafka_security_protocol == "SASL_SSL", pod_name
+        assert settings.kafka_sasl_password is None, f"{pod_name}: the SASL password comes from a mounted file"
+        security.add(
+            (
+                settings.kafka_bootstrap,
+                settings.kafka_security_protocol,
+                settings.kafka_sasl_mechanism,
+                settings.kafka_sasl_username,
+                settings.kafka_ssl_ca_file,
+                settings.kafka_sasl_password_file,
+            )
+        )
+        for path in (settings.kafka_ssl_ca_file, settings.kafka_sasl_password_file):
+            assert path is not None
+            mount = next(
+                m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) in PurePosixPath(path).parents
+            )
+            volume = volumes[mount["name"]]
+            assert volume["secret"]["secretName"] == "clientpulse-kafka", f"{pod_name}: {path}"
+            assert mount.get("readOnly") is True
+            if "fsGroup" not in pod["securityContext"]:
+                raise AssertionError(f"{pod_name}: user {pod['securityContext']['runAsUser']} cannot read 0440 files")
+    assert len(security) == 1, f"pods disagree on how to reach Kafka: {security}"
 
 
 def test_k8s_workloads_have_probes_on_served_paths_resources_and_run_as_non_root() -> None:
