@@ -12,6 +12,8 @@ ALERTS = "rm.alerts.v1"
 DEADLETTER = "bank.deadletter.v1"
 SNAPSHOTS = "clientpulse.snapshots.v1"
 """Compacted: the latest picture of each client, for the alert store's client table."""
+REDRIVEN = "clientpulse.redriven.v1"
+"""Compacted: which dead letters `clientpulse redrive` published again (keyed by their dead-letter position)."""
 TICKS_SUFFIX = "ticks.v1"
 """The clock-tick topic is `<app id>.ticks.v1`: each application (live, shadow) ticks its own partitions."""
 

@@ -284,7 +284,7 @@ class Settings(BaseSettings):
     @property
     def redriven_topic(self) -> str:
         """Compacted ledger of the dead letters `clientpulse redrive` published again (so each goes once)."""
-        return self.topic("clientpulse.redriven.v1")
+        return self.topic(topics.REDRIVEN)
 
     @property
     def snapshots_topic(self) -> str:
