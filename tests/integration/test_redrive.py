@@ -80,24 +80,27 @@ async def send(
         await producer.stop()
 
 
-async def raw_records(settings: Settings, topic: str, timeout: float = 10.0) -> list[Any]:
-    """Every record of a topic as the broker holds it (partition, key, value bytes, headers)."""
+async def raw_records(settings: Settings, topic: str, idle: float = 2.0, timeout: float = 20.0) -> list[Any]:
+    """Every record of a topic as the broker holds it (partition, offset, key, value bytes, headers)."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=settings.kafka_bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     out: list[Any] = []
     deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
     try:
-        while time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            if not batch and out:
-                break
-            for records in batch.values():
+        while time.monotonic() < deadline and time.monotonic() - last_new < idle:
+            for records in (await consumer.getmany(timeout_ms=300)).values():
                 out.extend(records)
+                last_new = time.monotonic()
     finally:
         await consumer.stop()
     return out
+
+
+def positions(records: list[Any]) -> set[tuple[int, int]]:
+    return {(r.partition, r.offset) for r in records}
 
 
 def letters_where(settings: Settings, check: Any, timeout: float = 30.0) -> list[dict[str, Any]]:
@@ -173,18 +176,24 @@ def test_redrive_publishes_chosen_dead_letters_again_keyed_right_with_their_byte
     cutoff = datetime.now(UTC).isoformat()
     chosen = ["--reason", "key_mismatch", "--reason", "invalid_json", "--topic", "bank.transactions.v1"]
     chosen += ["--since", since, "--until", cutoff]
-    before = len(asyncio.run(raw_records(settings, settings.transactions_topic)))
+    before = positions(asyncio.run(raw_records(settings, settings.transactions_topic)))
 
     dry = redrive(settings, *chosen, "--dry-run")
     assert "would publish 2" in dry.stdout, dry.stdout
     assert "key rd-c1 (was " in dry.stdout and "2 headers" in dry.stdout
-    assert len(asyncio.run(raw_records(settings, settings.transactions_topic))) == before, "a dry run publishes nothing"
+    assert positions(asyncio.run(raw_records(settings, settings.transactions_topic))) == before, (
+        "a dry run publishes nothing"
+    )
 
     real = redrive(settings, *chosen)
     assert "published 2" in real.stdout, real.stdout
-    records = asyncio.run(raw_records(settings, settings.transactions_topic))
-    redriven = {r.key: r for r in records[before:] if r.key in {b"rd-c1", b"rd-c2"}}
-    assert set(redriven) == {b"rd-c1", b"rd-c2"}, [(r.key, r.partition) for r in records[before:]]
+    new = [
+        r
+        for r in asyncio.run(raw_records(settings, settings.transactions_topic))
+        if (r.partition, r.offset) not in before
+    ]
+    redriven = {r.key: r for r in new}
+    assert set(redriven) == {b"rd-c1", b"rd-c2"} and len(new) == 2, [(r.key, r.partition) for r in new]
     for key, value in ((b"rd-c1", rekey), (b"rd-c2", nul)):
         record = redriven[key]
         assert record.value == value, "the original bytes, not their text or base64"
