@@ -184,7 +184,6 @@ def misplaced_clients(partitions: int, n: int) -> list[str]:
     return out
 
 
-@pytest.mark.xfail(strict=True, reason="wrong_partition check not yet in the worker")
 def test_librdkafka_default_partitioner_records_become_wrong_partition_dead_letters(worker: WorkerProcess) -> None:
     settings = worker.settings
     clients = misplaced_clients(settings.partitions, 4)
