@@ -66,6 +66,14 @@ class ReplaySummary:
         return "\n".join(out)
 
 
+class UntilBeforeEvents(Exception):
+    """The clock cannot be moved to `until`: the events already took it further (it never goes back)."""
+
+    def __init__(self, watermark: int) -> None:
+        super().__init__(watermark)
+        self.watermark = watermark
+
+
 class Replay:
     """Feeds a replay's records through the batch processor the workers use, all on one partition.
 
@@ -82,6 +90,8 @@ class Replay:
         self.states: dict[str, ClientState] = {}
         self.processor = BatchProcessor(rules, clock="event")
         self.summary = ReplaySummary()
+        self.events_clock = 0
+        """The clock the events alone took the replay to (set by run_lines before the final sweep)."""
 
     @property
     def watermark(self) -> int:
@@ -145,6 +155,9 @@ class Replay:
                 batch = []
         if batch:
             yield from self._run(batch)
+        self.events_clock = self.watermark
+        if until is not None and to_us(until) < self.events_clock:
+            raise UntilBeforeEvents(self.events_clock)
         yield from self.finish(until)
 
 

@@ -10,17 +10,11 @@ from pathlib import Path
 import orjson
 
 from handlers.alerting import alert_json
-from handlers.replay import Replay
+from handlers.replay import Replay, UntilBeforeEvents
 from handlers.ruleset import RulesError, load_rules
 from handlers.timeutil import iso, to_us
 from streams.gc_tuning import tune_gc
 from streams.settings import load_settings
-
-
-class _UntilBeforeData(Exception):
-    def __init__(self, watermark: int) -> None:
-        super().__init__(watermark)
-        self.watermark = watermark
 
 
 def run_backtest(
@@ -44,20 +38,16 @@ def run_backtest(
         """The file's lines, refusing --until as soon as the events' clock has passed it."""
         for line in source:
             if until_us is not None and replay.watermark > until_us:
-                raise _UntilBeforeData(replay.watermark)
+                raise UntilBeforeEvents(replay.watermark)
             yield line
 
     sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
-    refused: _UntilBeforeData | None = None
+    refused: UntilBeforeEvents | None = None
     try:
         with source:
-            for alert in replay.run_lines(lines(), None):
+            for alert in replay.run_lines(lines(), until):
                 sink.write(alert_json(alert) + b"\n")
-            if until_us is not None and replay.watermark > until_us:
-                raise _UntilBeforeData(replay.watermark)
-            for alert in replay.finish(until):
-                sink.write(alert_json(alert) + b"\n")
-    except _UntilBeforeData as exc:
+    except UntilBeforeEvents as exc:
         refused = exc
     finally:
         if out:
@@ -75,16 +65,11 @@ def run_backtest(
         )
         return 2
     summary = replay.summary
-    clock = max(replay.watermark, until_us or 0)
-    moved = (
-        f" (moved by --until from the last event's {iso(replay.watermark)})"
-        if until_us and clock > replay.watermark
-        else ""
-    )
-    print(
-        f"rules {rules.rule_version}; clock ended at {iso(clock) if clock else '-'}{moved}",
-        file=sys.stderr,
-    )
+    clock, events_clock = replay.watermark, replay.events_clock
+    moved = ""
+    if events_clock and clock > events_clock:
+        moved = f" (moved by --until from the last event's {iso(events_clock)})"
+    print(f"rules {rules.rule_version}; clock ended at {iso(clock) if clock else '-'}{moved}", file=sys.stderr)
     print(summary.render(), file=sys.stderr)
     if summary_path:
         summary_path.write_bytes(

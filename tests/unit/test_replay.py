@@ -6,9 +6,11 @@ from collections import Counter
 from datetime import UTC, datetime
 
 import orjson
+import pytest
 
-from handlers.replay import Replay
+from handlers.replay import Replay, UntilBeforeEvents
 from handlers.ruleset import Ruleset
+from handlers.timeutil import to_us
 from schemas.alerts import Alert
 from streams.tools.synthetic import history
 
@@ -59,3 +61,14 @@ def test_summary_counts_match_output(rules: Ruleset) -> None:
     assert any(p.startswith("line 13: dead letter (schema)") for p in summary.problems)
     rendered = summary.render()
     assert "duplicates ignored:     1" in rendered and "unreadable lines:       2" in rendered
+
+
+def test_an_until_before_the_events_is_refused_and_a_later_one_moves_the_clock(rules: Ruleset) -> None:
+    lines = dump(list(history(200, 20, seed=3)))
+    replay = Replay(rules)
+    with pytest.raises(UntilBeforeEvents) as info:
+        list(replay.run_lines(lines, datetime(2000, 1, 1, tzinfo=UTC)))
+    assert info.value.watermark == replay.events_clock > 0
+    later = Replay(rules)
+    list(later.run_lines(lines, UNTIL))
+    assert later.events_clock < to_us(UNTIL) == later.watermark
