@@ -1,4 +1,5 @@
-"""Building alerts (deterministic ids, facts as text) and the per-type cooldown."""
+"""Building alerts (deterministic ids, priority, titles, facts as text) and what holds one back: consent, snoozes,
+the per-type cooldown."""
 
 from __future__ import annotations
 
@@ -10,8 +11,9 @@ from handlers.jsonbytes import dumps
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState, Cooldown
 from handlers.timeutil import from_us
+from handlers.titles import Titles
 from handlers.trusted import construct
-from schemas.alerts import Alert
+from schemas.alerts import NEVER_SNOOZED, OPPORTUNITY_TYPES, Alert
 from schemas.values import SEVERITY_RANK
 
 
@@ -39,7 +41,8 @@ class Outcome:
     """What applying one event or one clock advance produced."""
 
     alerts: list[Alert] = field(default_factory=list)
-    suppressed: list[str] = field(default_factory=list)
+    suppressed: list[tuple[str, str]] = field(default_factory=list)
+    """(alert type, reason: cooldown, consent or snoozed) of each alert not sent."""
     duplicate: bool = False
 
     def extend(self, other: Outcome) -> None:
@@ -62,21 +65,35 @@ class AlertContext:
         severity: str,
         occurred_us: int,
         trigger: str,
-        title: str,
+        titles: Titles,
         facts: dict[str, str],
         sources: list[str],
         tier: str | None = None,
     ) -> None:
-        """Emit an alert unless its type's cooldown suppresses it (docs/rules.md, "Suppression and duplicates")."""
+        """Emit an alert unless consent, a snooze or its type's cooldown holds it back.
+
+        In that order (docs/rules.md, "Suppression and duplicates"); an alert
+        held back for consent or a snooze neither starts nor extends a cooldown.
+        """
         state = self.state
+        if state.service_only and alert_type in OPPORTUNITY_TYPES:
+            self.outcome.suppressed.append((alert_type, "consent"))
+            return
+        if state.snoozes and severity != "critical" and alert_type not in NEVER_SNOOZED:
+            snooze = state.snoozes.get(alert_type)
+            if snooze is not None and snooze.at <= occurred_us < snooze.until:
+                self.outcome.suppressed.append((alert_type, "snoozed"))
+                return
+        rules = self.rules
         rank = SEVERITY_RANK[severity]
-        cooldown = self.rules.cooldowns.get(alert_type, 0)
+        cooldown = rules.cooldowns.get(alert_type, 0)
         if cooldown > 0:
             last = state.cooldowns.get(alert_type)
             if last is not None and occurred_us < last.at + cooldown and rank <= last.rank:
-                self.outcome.suppressed.append(alert_type)
+                self.outcome.suppressed.append((alert_type, "cooldown"))
                 return
             state.cooldowns[alert_type] = Cooldown(occurred_us, rank)
+        tier = tier if tier is not None else state.tier
         self.outcome.alerts.append(
             construct(
                 Alert,
@@ -84,14 +101,16 @@ class AlertContext:
                     "alert_id": alert_id(state.client_id, alert_type, trigger),
                     "type": alert_type,
                     "severity": severity,
+                    "priority": rules.priorities[(alert_type, severity, tier)],
                     "client_id": state.client_id,
                     "rm_id": state.rm_id,
-                    "tier": tier if tier is not None else state.tier,
+                    "tier": tier,
                     "occurred_at": from_us(occurred_us),
                     "detected_at": self.detected_at,
-                    "title": title,
+                    "title": titles[rules.title_index],
+                    "titles": {"en": titles[0], "zh-CN": titles[1]},
                     "facts": facts,
-                    "rule_version": self.rules.rule_version,
+                    "rule_version": rules.rule_version,
                     "source_event_ids": sources,
                 },
             )

@@ -12,7 +12,7 @@ partition, and the count of clients per tier.
 
 For each record, in order: the co-partitioning check (a record must sit on the
 partition Kafka's default partitioner gives its key, or the client would have
-two states), tombstones (a null value on the clients topic erases the client),
+two states; control events included), tombstones (a null value on the clients topic erases the client),
 decoding and validation (else a dead letter), the client's due clock rules and
 then the event itself. After the records, the partitions that received a
 clock tick are swept.
@@ -96,7 +96,8 @@ class BatchCounts:
     rejected: Counter[tuple[str, str]] = field(default_factory=Counter)
     duplicates: Counter[str] = field(default_factory=Counter)
     alerts: Counter[tuple[str, str]] = field(default_factory=Counter)
-    suppressed: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(alert type, reason) -> alerts not sent."""
     erased: int = 0
     sweeps: int = 0
 
@@ -123,9 +124,8 @@ class BatchResult:
         for alert in outcome.alerts:
             alerts[(alert.type, alert.severity)] += 1
         self.alerts.extend(outcome.alerts)
-        suppressed = self.counts.suppressed
-        for alert_type in outcome.suppressed:
-            suppressed[alert_type] += 1
+        if outcome.suppressed:
+            self.counts.suppressed.update(outcome.suppressed)
 
 
 class BatchProcessor:

@@ -1,4 +1,5 @@
-"""Rules that fire on the absence of events (docs/rules.md: "The clock", "Dormancy", "Key moments").
+"""Rules that fire on the absence of events (docs/rules.md: "The clock", "Dormancy", "Key moments", "Birthday",
+"Complaint follow-up").
 
 Each rule exposes its due time computed from the state alone; `advance` fires
 what is due up to `now` in due-time order. The alert's occurred_at is the due
@@ -7,6 +8,7 @@ time, so when the sweep runs changes only how soon an alert is seen.
 
 from __future__ import annotations
 
+from handlers import moments, titles
 from handlers.alerting import AlertContext
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState, FiredMaturity
@@ -45,6 +47,15 @@ def maturity_due(state: ClientState) -> int | None:
     return state.maturities[0].due
 
 
+def birthday_due(state: ClientState) -> int | None:
+    return None if state.closed else state.birthday_due
+
+
+def follow_up_due(state: ClientState) -> int | None:
+    """Complaints are followed up even for a closed client: the bank still owes an answer."""
+    return state.follow_ups[0].due if state.follow_ups else None
+
+
 def next_due(rules: Ruleset, state: ClientState) -> int | None:
     """Earliest time at which a clock rule of this client fires, if any."""
     best = _NEVER
@@ -57,6 +68,12 @@ def next_due(rules: Ruleset, state: ClientState) -> int | None:
     maturity = maturity_due(state)
     if maturity is not None and maturity < best:
         best = maturity
+    follow_up = follow_up_due(state)
+    if follow_up is not None and follow_up < best:
+        best = follow_up
+    birthday = birthday_due(state)
+    if birthday is not None and birthday < best:
+        best = birthday
     return None if best == _NEVER else best
 
 
@@ -64,7 +81,7 @@ def advance(ctx: AlertContext, now: int) -> None:
     """Fire every clock rule due at or before `now`, earliest first."""
     rules, state = ctx.rules, ctx.state
     while True:
-        # Earliest due rule at or before `now`; on a tie dormancy, then contact, then maturity.
+        # Earliest due rule at or before `now`; on a tie dormancy, contact, maturity, follow-up, birthday.
         # (Spelled out rather than looped: this runs before every event.)
         due, fire = now + 1, None
         dormancy = dormancy_due(rules, state)
@@ -76,6 +93,13 @@ def advance(ctx: AlertContext, now: int) -> None:
         maturity = maturity_due(state)
         if maturity is not None and maturity < due:
             due, fire = maturity, _fire_maturity
+        if state.follow_ups:
+            follow_up = state.follow_ups[0].due
+            if follow_up < due:
+                due, fire = follow_up, moments.fire_follow_up
+        birthday = birthday_due(state)
+        if birthday is not None and birthday < due:
+            due, fire = birthday, moments.fire_birthday
         if fire is None:
             return
         fire(ctx, due)
@@ -95,7 +119,7 @@ def _fire_dormancy(ctx: AlertContext, due: int) -> None:
         "critical" if tier in CRITICAL_DORMANCY_TIERS else "warning",
         due,
         due_at,
-        f"No customer activity for {days} days",
+        titles.dormancy(days),
         {"quiet_since": iso(base), "counted_from": since, "period_days": str(days), "due_at": due_at},
         [],
     )
@@ -113,7 +137,7 @@ def _fire_rm_contact(ctx: AlertContext, due: int) -> None:
         "last_rm_contact": iso(state.last_rm_contact) if state.last_rm_contact is not None else "never",
         "due_at": due_at,
     }
-    ctx.raise_alert("no_rm_contact", "warning", due, due_at, f"No RM contact for {days} days", facts, [])
+    ctx.raise_alert("no_rm_contact", "warning", due, due_at, titles.no_rm_contact(days), facts, [])
 
 
 def _fire_maturity(ctx: AlertContext, due: int) -> None:
@@ -136,7 +160,7 @@ def _fire_maturity(ctx: AlertContext, due: int) -> None:
         "info",
         due,
         f"{product_id}@{iso(due)}",
-        f"Product {product_id} matures on {maturity_date}",
+        titles.product_maturity(str(product_id), str(maturity_date)),
         facts,
         [maturity.event_id],
     )

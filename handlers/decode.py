@@ -9,20 +9,23 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from pydantic import ValidationError
+import orjson
+from pydantic import BaseModel, ValidationError
 
 from handlers.fastdecode import fast_decode
 from handlers.ruleset import Ruleset
 from schemas.alerts import DeadLetter, RecordHeader
+from schemas.controls import ControlEvent, InputEvent
 from schemas.errors import error_texts
-from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
+from schemas.events import ClientEvent, InteractionEvent, TransactionEvent
 from schemas.limits import MAX_MESSAGE_BYTES, MAX_RAW_IN_DEADLETTER
 from schemas.topics import INPUT_TOPICS, EventKind
 
-MODELS: dict[EventKind, type[TransactionEvent] | type[InteractionEvent] | type[ClientEvent]] = {
+MODELS: dict[EventKind, type[BaseModel]] = {
     "transactions": TransactionEvent,
     "interactions": InteractionEvent,
     "clients": ClientEvent,
+    "controls": ControlEvent,
 }
 _MAX_ERRORS = 3
 
@@ -75,7 +78,7 @@ def framing_rejection(raw: bytes) -> Rejection | None:
     )
 
 
-def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset) -> Event | Rejection:
+def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset) -> InputEvent | Rejection:
     if not raw:
         return Rejection("empty", "message has no value")
     if len(raw) > MAX_MESSAGE_BYTES:
@@ -89,9 +92,8 @@ def decode(kind: EventKind, key: bytes | None, raw: bytes | None, rules: Ruleset
         if not raw:
             return Rejection("empty", "message has only a byte-order mark")
     try:
-        event = fast_decode(kind, raw)
-        if event is None:
-            event = MODELS[kind].model_validate_json(raw)
+        fast: InputEvent | None = fast_decode(kind, raw)
+        event: InputEvent = fast if fast is not None else MODELS[kind].model_validate_json(raw)  # type: ignore[assignment]
     except ValidationError as exc:
         return _describe(exc)
     except Exception as exc:
@@ -138,11 +140,13 @@ def dead_letter(
     received_at: datetime,
     headers: Headers | None = None,
 ) -> DeadLetter:
-    """Keep the original bytes as text, or base64 when they are not clean UTF-8 text (bounded in size).
+    """Keep the original bytes as text, or base64 when they are not clean UTF-8 text (bounded in size); never a
+    birth year.
 
-    Key and headers are kept too, so that `clientpulse redrive` can publish the record again byte for byte.
+    Key and headers are kept too, so that `clientpulse redrive` can publish the record again byte for byte
+    (with a birth date's year cut out).
     """
-    body = raw or b""
+    body = redact_birth_year(raw or b"")
     truncated = len(body) > MAX_RAW_IN_DEADLETTER
     if truncated:
         body = body[:MAX_RAW_IN_DEADLETTER]
@@ -171,3 +175,29 @@ def dead_letter(
         received_at=received_at,
         headers=_header_items(headers),
     )
+
+
+_DATED = re.compile(r"[0-9]{1,4}-[0-9]{2}-[0-9]{2}\Z")
+_BIRTH_DATE = re.compile(rb'("birth_date"\s*:\s*")[0-9]{1,4}(-[0-9]{2}-[0-9]{2}")')
+
+
+def redact_birth_year(raw: bytes) -> bytes:
+    """A message as kept in a dead letter: a birth date's year replaced as in `--MM-DD` (a form events accept).
+
+    The year is personal data that clientpulse never keeps or publishes; the
+    month and day are enough to re-drive the message.
+    """
+    if b"birth" not in raw and b"\\u" not in raw:
+        return raw
+    raw = _BIRTH_DATE.sub(rb"\1-\2", raw)
+    if b"\\u" in raw:
+        # The key or the value may be spelt with escapes: redact what a JSON parser would read.
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+        birth_date = value.get("birth_date") if isinstance(value, dict) else None
+        if isinstance(birth_date, str) and _DATED.match(birth_date):
+            value["birth_date"] = "--" + birth_date[-5:]
+            return orjson.dumps(value)
+    return raw

@@ -15,15 +15,16 @@ from handlers import clock_rules, moments, outflows, tiers
 from handlers.alerting import AlertContext, Outcome
 from handlers.money import to_cents
 from handlers.ruleset import Ruleset
-from handlers.state import ClientState, Maturity
+from handlers.state import ClientState, Maturity, Snooze
 from handlers.timeutil import midnight_us, to_us
-from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
+from schemas.controls import ControlEvent, InputEvent
+from schemas.events import ClientEvent, InteractionEvent, TransactionEvent
 
 RM_CONTACT_KINDS = frozenset({"visit", "call", "meeting"})
 MATURITY_MEMORY_DAYS = 60
 
 
-def apply(rules: Ruleset, state: ClientState, event: Event, now: int, detected_at: datetime) -> Outcome:
+def apply(rules: Ruleset, state: ClientState, event: InputEvent, now: int, detected_at: datetime) -> Outcome:
     """Fire what is due up to `now`, then apply `event`; a repeated event id changes nothing."""
     outcome = Outcome()
     if event.event_id in state.seen:
@@ -37,8 +38,10 @@ def apply(rules: Ruleset, state: ClientState, event: Event, now: int, detected_a
         _apply_transaction(ctx, event, occurred)
     elif isinstance(event, InteractionEvent):
         _apply_interaction(ctx, event, occurred)
-    else:
+    elif isinstance(event, ClientEvent):
         _apply_client(ctx, event, occurred)
+    else:
+        _apply_control(ctx, event, occurred)
     return outcome
 
 
@@ -110,10 +113,15 @@ def _apply_interaction(ctx: AlertContext, event: InteractionEvent, occurred: int
     if event.initiated_by == "customer":
         moments.on_customer_activity(ctx, occurred, event.event_id)
     rm_contact = event.initiated_by == "rm" or (event.kind in RM_CONTACT_KINDS and event.rm_id is not None)
-    if rm_contact and (state.last_rm_contact is None or occurred > state.last_rm_contact):
-        state.last_rm_contact = occurred
+    if rm_contact:
+        if state.last_rm_contact is None or occurred > state.last_rm_contact:
+            state.last_rm_contact = occurred
+        if state.follow_ups:
+            moments.followed_up(state, occurred)  # before this event's own complaint is added
     if event.kind == "complaint":
         moments.complaint(ctx, event, occurred)
+    if event.satisfaction is not None:
+        moments.low_satisfaction(ctx, event, occurred)
 
 
 def _apply_client(ctx: AlertContext, event: ClientEvent, occurred: int) -> None:
@@ -123,8 +131,15 @@ def _apply_client(ctx: AlertContext, event: ClientEvent, occurred: int) -> None:
         state.rm_id = event.rm_id
     if event.segment is not None:
         state.segment = event.segment
+    if "birth_date" in given:
+        moments.set_birthday(rules, state, event.birth_date, occurred)
+    if "contact_preference" in given:
+        state.service_only = event.contact_preference == "service_only"
     if event.kind == "onboarded":
         state.onboarded_at = occurred
+        if state.closed and state.birthday is not None:
+            # Reopened: birthdays passed while closed are not caught up.
+            state.birthday_due = moments.next_birthday_due(rules, state.birthday, occurred)
         state.closed = False
     elif event.kind == "closed":
         state.closed = True
@@ -146,3 +161,23 @@ def _apply_client(ctx: AlertContext, event: ClientEvent, occurred: int) -> None:
         bisect.insort(state.maturities, entry, key=lambda m: m.due)
         forget_before = state.watermark - MATURITY_MEMORY_DAYS * 86_400_000_000
         state.maturities_fired = [m for m in state.maturities_fired if m.due >= forget_before]
+
+
+def _apply_control(ctx: AlertContext, event: ControlEvent, occurred: int) -> None:
+    """A snooze replaces the type's earlier one; an unsnooze ends it at its own occurred_at."""
+    snoozes = ctx.state.snoozes
+    alert_type = event.alert_type
+    if event.kind == "snooze":
+        assert event.until is not None  # validated: a snooze has an until after occurred_at
+        snoozes[alert_type] = Snooze(occurred, to_us(event.until))
+    else:
+        current = snoozes.get(alert_type)
+        if current is not None:
+            if occurred <= current.at:
+                del snoozes[alert_type]
+            elif occurred < current.until:
+                snoozes[alert_type] = Snooze(current.at, occurred)
+    # Snoozes long over (by the dedupe window, which bounds how late an event may still come) are forgotten.
+    cutoff = ctx.state.watermark - ctx.rules.dedupe
+    for stale in [t for t, s in snoozes.items() if s.until <= cutoff]:
+        del snoozes[stale]

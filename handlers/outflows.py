@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import bisect
 
+from handlers import titles
 from handlers.alerting import AlertContext
-from handlers.money import cents_to_display, cents_to_str
+from handlers.money import cents_to_str
 from handlers.ruleset import TIER_RANK
 from handlers.state import AumMark, ClientState, Debit
 
@@ -73,13 +74,12 @@ def check_debit(
     limit = rules.limits[tier_before]
     if cents >= limit:
         critical = external or cents * 100 >= limit * rules.large_critical
-        where = " to another bank" if external else ""
         ctx.raise_alert(
             "large_outflow",
             "critical" if critical else "warning",
             occurred_us,
             event_id,
-            f"Outflow of {cents_to_display(cents)} {ccy}{where}",
+            titles.large_outflow(cents, external, ccy),
             {
                 "amount": cents_to_str(cents),
                 "limit": cents_to_str(limit),
@@ -98,7 +98,7 @@ def check_debit(
             "critical" if critical else "warning",
             occurred_us,
             event_id,
-            f"Outflows of {cents_to_display(velocity)} {ccy} in {days} days",
+            titles.outflow_velocity(velocity, days, ccy),
             {
                 "window_sum": cents_to_str(velocity),
                 "limit": cents_to_str(limit),
@@ -122,7 +122,7 @@ def check_debit(
                 "critical",
                 occurred_us,
                 event_id,
-                f"{cents_to_display(drained)} {ccy} ({share}% of peak AUM) moved to other banks in {days} days",
+                titles.aum_drain(drained, share, days, ccy),
                 {
                     "external_outflows": cents_to_str(drained),
                     "peak_aum": cents_to_str(peak),

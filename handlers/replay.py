@@ -32,7 +32,8 @@ class ReplaySummary:
     events_by_topic: Counter[str] = field(default_factory=Counter)
     alerts_by_type: Counter[tuple[str, str]] = field(default_factory=Counter)
     dead_letters: Counter[str] = field(default_factory=Counter)
-    suppressed: Counter[str] = field(default_factory=Counter)
+    suppressed: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(alert type, reason) -> alerts not sent: cooldown, consent, snoozed."""
     duplicates: int = 0
     erased: int = 0
     bad_lines: int = 0
@@ -53,8 +54,8 @@ class ReplaySummary:
         out.append("alerts by type and severity:")
         out += [f"  {t:<24} {s:<9} {n:>10}" for (t, s), n in sorted(self.alerts_by_type.items())]
         out.append(f"  {'total':<34} {self.alerts:>10}")
-        out.append(f"suppressed by cooldown: {sum(self.suppressed.values())}")
-        out += [f"  {t:<24} {n:>10}" for t, n in sorted(self.suppressed.items())]
+        out.append(f"suppressed:             {sum(self.suppressed.values())}")
+        out += [f"  {t:<24} {r:<9} {n:>10}" for (t, r), n in sorted(self.suppressed.items())]
         out.append(f"duplicates ignored:     {self.duplicates}")
         out.append(f"clients erased:         {self.erased}")
         out.append(f"dead letters:           {sum(self.dead_letters.values())}")

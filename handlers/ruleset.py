@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
@@ -10,10 +11,10 @@ import yaml
 from pydantic import ValidationError
 
 from handlers.timeutil import US_PER_DAY, US_PER_HOUR
-from schemas.alerts import ALERT_TYPES
+from schemas.alerts import ALERT_TYPES, NEVER_SNOOZED
 from schemas.errors import error_texts
-from schemas.rules import RulesFile
-from schemas.values import TIERS
+from schemas.rules import PriorityRules, RulesFile
+from schemas.values import LOCALES, SEVERITIES, TIERS
 
 TIER_RANK: dict[str, int] = {t: i for i, t in enumerate(TIERS)}
 
@@ -60,6 +61,16 @@ class Ruleset:
     first_txn_call: int
     cooldowns: dict[str, int]
     dedupe: int
+    timezone: zoneinfo.ZoneInfo
+    title_index: int
+    """Which of an alert's titles (in LOCALES order) is its `title`."""
+    birthday_min_rank: int
+    birthday_notice_days: int
+    follow_up: int
+    follow_up_high: int
+    satisfaction_at_most: int
+    priorities: dict[tuple[str, str, str | None], int]
+    """(type, severity, tier or None) -> priority: every combination, looked up once per alert."""
 
     @property
     def history_window(self) -> int:
@@ -71,7 +82,8 @@ class Ruleset:
         floors: dict[str, int] = {t: _cents(rules.tiers.floors[t]) for t in TIERS}
         cooldowns = {t: 0 for t in ALERT_TYPES}
         cooldowns.update({t: _hours(h) for t, h in rules.cooldown_hours.items()})
-        cooldowns["complaint"] = 0  # complaints are never suppressed
+        for never in NEVER_SNOOZED:
+            cooldowns[never] = 0  # complaints and their follow-ups are never suppressed
         o = rules.outflows
         return cls(
             source=rules,
@@ -95,6 +107,14 @@ class Ruleset:
             first_txn_call=_hours(rules.first_transaction.call_within_hours),
             cooldowns=cooldowns,
             dedupe=_days(rules.dedupe_days),
+            timezone=zoneinfo.ZoneInfo(rules.timezone),
+            title_index=LOCALES.index(rules.locale),
+            birthday_min_rank=TIER_RANK[rules.birthday.min_tier],
+            birthday_notice_days=rules.birthday.notice_days,
+            follow_up=_hours(rules.complaint.follow_up_hours),
+            follow_up_high=_hours(rules.complaint.high_severity_follow_up_hours),
+            satisfaction_at_most=rules.satisfaction.alert_at_most,
+            priorities=priority_table(rules.priority),
         )
 
     def tier_for(self, aum: int) -> str:
@@ -102,6 +122,19 @@ class Ruleset:
             if aum >= floor:
                 return tier
         return TIERS[0]
+
+
+def priority_table(tables: PriorityRules) -> dict[tuple[str, str, str | None], int]:
+    """Severity points + tier points (a null tier scores 0) + type points, capped at 100, for every combination."""
+    return {
+        (alert_type, severity, tier): min(
+            100,
+            tables.severity[severity] + (tables.tier[tier] if tier is not None else 0) + tables.type.get(alert_type, 0),
+        )
+        for alert_type in ALERT_TYPES
+        for severity in SEVERITIES
+        for tier in (*TIERS, None)
+    }
 
 
 def parse_rules(text: str, origin: str = "rules file") -> Ruleset:

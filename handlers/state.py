@@ -61,6 +61,23 @@ class Cooldown(msgspec.Struct, array_like=True, gc=False):
     rank: int
 
 
+class FollowUp(msgspec.Struct, array_like=True, gc=False):
+    """A complaint waiting for RM contact; complaint_unanswered is due at `due`."""
+
+    due: int
+    complained_at: int
+    event_id: str
+    high: bool
+    """The complaint was of high severity (its follow-up is due sooner and is critical)."""
+
+
+class Snooze(msgspec.Struct, array_like=True, gc=False):
+    """Alerts of one type with occurred_at in [at, until) are not sent (docs/rules.md, "Snoozes")."""
+
+    at: int
+    until: int
+
+
 # gc=False: a state holds only dicts, lists, scalars and the structs above, never a reference
 # cycle, so the collector need not track the hundred thousand states a worker keeps decoded.
 class ClientState(msgspec.Struct, array_like=True, gc=False):
@@ -95,9 +112,31 @@ class ClientState(msgspec.Struct, array_like=True, gc=False):
     watermark: int = 0
     """Latest occurred_at among this client's events."""
     closed: bool = False
+    # ---- fields added later: written only when one of them is set (see `to_bytes`)
+    birthday: str | None = None
+    """`MM-DD`: the birth date without its year, which is never kept."""
+    birthday_due: int | None = None
+    """When the next birthday alert is due (00:00 bank time, the notice before the birthday)."""
+    service_only: bool = False
+    """The client declined marketing contact: opportunity alerts are not sent."""
+    follow_ups: list[FollowUp] = field(default_factory=list)
+    """Complaints waiting for RM contact, sorted by due time."""
+    snoozes: dict[str, Snooze] = field(default_factory=dict)
+    """Alert type -> its snooze (the latest given; an unsnooze ends it)."""
 
     def to_bytes(self) -> bytes:
-        return _ENCODER.encode(self)
+        raw = _ENCODER.encode(self)
+        if (
+            self.birthday is None
+            and self.birthday_due is None
+            and not self.service_only
+            and not self.follow_ups
+            and not self.snoozes
+        ):
+            # Most clients never use the later fields: store them in the first form, without
+            # those trailing defaults (bytes per client are a worker's memory with a million).
+            return _FIRST_FORM_HEADER + raw[3 : -len(_UNSET_LATER_FIELDS)]
+        return raw
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> ClientState:
@@ -117,12 +156,24 @@ class ClientState(msgspec.Struct, array_like=True, gc=False):
             "last_rm_contact": iso(self.last_rm_contact) if self.last_rm_contact is not None else None,
             "dormant": self.dormant_base is not None,
             "closed": self.closed,
+            "contact_preference": "service_only" if self.service_only else "any",
+            "birthday": self.birthday,
             "as_of": iso(self.watermark) if self.watermark else None,
         }
 
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODER = msgspec.msgpack.Decoder(ClientState)
+
+FIRST_FORM_FIELDS = 21
+"""Fields of the stored form before birthdays, consent, complaint follow-ups and snoozes were added."""
+_FIELDS = len(ClientState.__struct_fields__)
+_UNSET_LATER_FIELDS = _ENCODER.encode(ClientState(""))[-(_FIELDS - FIRST_FORM_FIELDS) :]
+"""The encoding of the later fields at their defaults: one byte each."""
+_FIRST_FORM_HEADER = b"\xdc" + FIRST_FORM_FIELDS.to_bytes(2, "big")
+"""A MessagePack array16 header: both forms have 16 or more items."""
+assert _ENCODER.encode(ClientState(""))[:3] == b"\xdc" + _FIELDS.to_bytes(2, "big")
+assert _UNSET_LATER_FIELDS == b"\xc0\xc0\xc2\x90\x80"
 
 
 def _map_form(cls: type[msgspec.Struct]) -> type[msgspec.Struct]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from handlers import titles
 from handlers.alerting import AlertContext
-from handlers.money import cents_to_display, cents_to_str
+from handlers.money import cents_to_str
 from handlers.ruleset import TIER_RANK
 
 CRITICAL_DOWNGRADE_FROM = frozenset({"diamond", "private"})
@@ -25,7 +26,7 @@ def reclassify(ctx: AlertContext, occurred_us: int, event_id: str) -> None:
             "info",
             occurred_us,
             event_id,
-            f"Upgraded from {current} to {target}: AUM {cents_to_display(state.aum)} {rules.base_currency}",
+            titles.tier_upgrade(current, target, state.aum, rules.base_currency),
             {"from": current, "to": target, "aum": cents_to_str(state.aum), "floor": cents_to_str(floor)},
             [event_id],
         )
@@ -39,7 +40,7 @@ def reclassify(ctx: AlertContext, occurred_us: int, event_id: str) -> None:
             severity,
             occurred_us,
             event_id,
-            f"Downgraded from {current} to {target}: AUM {cents_to_display(state.aum)} {rules.base_currency}",
+            titles.tier_downgrade(current, target, state.aum, rules.base_currency),
             {
                 "from": current,
                 "to": target,

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, field_serializer
 
 from schemas.limits import MAX_YEAR, MIN_YEAR
-from schemas.values import Severity, Tier
+from schemas.values import Locale, Severity, Tier
 
 AlertType = Literal[
     "tier_upgrade",
@@ -23,8 +23,19 @@ AlertType = Literal[
     "new_client_first_txn",
     "product_maturity",
     "no_rm_contact",
+    "birthday",
+    "complaint_unanswered",
+    "low_satisfaction",
 ]
 ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
+
+OPPORTUNITY_TYPES: frozenset[str] = frozenset({"large_inflow", "tier_upgrade", "birthday"})
+"""Marketing contact: not raised for a client who declined it (docs/rules.md, "Consent"). The list is exhaustive."""
+
+NEVER_SNOOZED: frozenset[str] = frozenset({"complaint", "complaint_unanswered"})
+"""Types no snooze applies to (nor to any critical alert): a complaint always reaches the RM."""
+
+SNOOZABLE_TYPES: tuple[str, ...] = tuple(t for t in ALERT_TYPES if t not in NEVER_SNOOZED)
 
 
 def _plausible_year(value: datetime) -> datetime:
@@ -46,12 +57,17 @@ class Alert(BaseModel):
     alert_id: str = Field(min_length=1, max_length=64)
     type: AlertType
     severity: Severity
+    priority: int | None = Field(None, ge=0, le=100)
+    """0-100, the order of an RM's work (docs/rules.md, "Priority"); absent only in alerts of older workers."""
     client_id: str = Field(min_length=1, max_length=64)
     rm_id: str | None
     tier: Tier | None
     occurred_at: AlertTime
     detected_at: AlertTime
     title: str
+    """The title in the rules file's `locale`."""
+    titles: dict[Locale, str] | None = None
+    """The title in every language (docs/rules.md, "Titles"); absent only in alerts of older workers."""
     facts: dict[str, str]
     rule_version: str
     source_event_ids: list[str]

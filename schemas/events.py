@@ -22,10 +22,11 @@ from pydantic import (
     model_validator,
 )
 
-from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_YEAR
+from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_BIRTH_YEAR, MIN_YEAR
 from schemas.values import (
     ClientEventKind,
     ComplaintSeverity,
+    ContactPreference,
     CounterpartyBank,
     Direction,
     InteractionChannel,
@@ -63,6 +64,32 @@ def _require_iso_date_text(value: Any) -> Any:
     return value
 
 
+def month_day(value: Any) -> str:
+    """A birth date (`YYYY-MM-DD`, or `--MM-DD` without the year) as `MM-DD`: the year is checked, then dropped.
+
+    The year is personal data the rules never need (docs/rules.md, "Birthday"),
+    so it goes no further than this check. 29 February needs a leap year when a
+    year is given, and is kept as `02-29`.
+    """
+    if not isinstance(value, str) or len(value) not in (7, 10):
+        raise ValueError("must be a date as YYYY-MM-DD (or --MM-DD without the year)")
+    if value.startswith("--"):
+        year, rest = 2000, value[2:]  # a leap year: 02-29 is a valid birthday
+    elif value[4:5] == "-" and value[:4].isdigit():
+        year, rest = int(value[:4]), value[5:]
+        if not MIN_BIRTH_YEAR <= year <= MAX_YEAR:
+            raise ValueError(f"the year must be between {MIN_BIRTH_YEAR} and {MAX_YEAR}")
+    else:
+        raise ValueError("must be a date as YYYY-MM-DD (or --MM-DD without the year)")
+    if len(rest) != 5 or rest[2] != "-" or not (rest[:2].isdigit() and rest[3:].isdigit()):
+        raise ValueError("must be a date as YYYY-MM-DD (or --MM-DD without the year)")
+    try:
+        date(year, int(rest[:2]), int(rest[3:]))
+    except ValueError:
+        raise ValueError("not a calendar date") from None
+    return rest
+
+
 def _reject_bool_amount(value: Any) -> Any:
     if isinstance(value, bool):
         raise ValueError("must be a decimal string or number")
@@ -86,6 +113,8 @@ Money = Annotated[
 ]
 PositiveMoney = Annotated[Money, Field(gt=0)]
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+MonthDay = Annotated[str, BeforeValidator(month_day)]
+"""A birthday as `MM-DD`, read from a birth date whose year is dropped."""
 
 
 class _Event(BaseModel):
@@ -138,6 +167,10 @@ class ClientEvent(_Event):
     rm_id: ShortText | None = None
     segment: Segment | None = None
     product: Product | None = None
+    birth_date: MonthDay | None = None
+    """Given (a value or null) it sets or clears the birthday; left out it changes nothing."""
+    contact_preference: ContactPreference | None = None
+    """Given it sets the consent (null is `any`); left out it changes nothing."""
 
     @model_validator(mode="after")
     def _maturing_names_product(self) -> ClientEvent:

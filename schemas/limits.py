@@ -16,3 +16,9 @@ MAX_YEAR = 2999
 
 MAX_RAW_IN_DEADLETTER = 16 * 1024
 """A dead letter keeps at most this many characters of the original message."""
+
+MIN_BIRTH_YEAR = 1900
+"""Birth dates before this year are rejected as implausible (the year is checked, then dropped)."""
+
+MAX_SNOOZE_DAYS = 180
+"""A snooze ends at most this many days after it was given."""

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import zoneinfo
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from schemas.alerts import ALERT_TYPES
-from schemas.values import TIERS, Tier
+from schemas.values import SEVERITIES, TIERS, Locale, Severity, Tier
 
 NonNegative = Annotated[Decimal, Field(ge=0, allow_inf_nan=False)]
 Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
@@ -72,6 +73,47 @@ class FirstTxnRules(_Strict):
     call_within_hours: Hours = Decimal(24)
 
 
+class BirthdayRules(_Strict):
+    min_tier: Tier = "platinum"
+    notice_days: Annotated[int, Field(ge=0, le=60, strict=True)] = 3
+    """Due at 00:00 bank time this many days before the birthday (0: on the day)."""
+
+
+class ComplaintRules(_Strict):
+    follow_up_hours: Annotated[Decimal, Field(gt=0, le=24 * 30, allow_inf_nan=False)] = Decimal(24)
+    high_severity_follow_up_hours: Annotated[Decimal, Field(gt=0, le=24 * 30, allow_inf_nan=False)] = Decimal(4)
+
+
+class SatisfactionRules(_Strict):
+    alert_at_most: Annotated[int, Field(ge=1, le=5, strict=True)] = 2
+    """A satisfaction score (1-5) at or below this raises low_satisfaction."""
+
+
+Points = Annotated[int, Field(ge=0, le=100, strict=True)]
+
+
+class PriorityRules(_Strict):
+    """priority = severity points + tier points + type points, capped at 100."""
+
+    severity: dict[Severity, Points] = {"critical": 70, "warning": 40, "info": 10}
+    tier: dict[Tier, Points] = {"private": 25, "diamond": 20, "platinum": 15, "gold": 5, "mass": 0}
+    type: dict[str, Points] = {"complaint": 5, "complaint_unanswered": 5, "aum_drain": 5}
+    """Types not named here score 0."""
+
+    @model_validator(mode="after")
+    def _complete(self) -> PriorityRules:
+        severities = [s for s in SEVERITIES if s not in self.severity]
+        if severities:
+            raise ValueError(f"severity is missing: {', '.join(severities)}")
+        tiers = [t for t in TIERS if t not in self.tier]
+        if tiers:
+            raise ValueError(f"tier is missing tiers: {', '.join(tiers)}")
+        unknown = sorted(set(self.type) - set(ALERT_TYPES))
+        if unknown:
+            raise ValueError(f"type names unknown alert types: {', '.join(unknown)}")
+        return self
+
+
 class RulesFile(_Strict):
     version: str = Field(min_length=1, max_length=64)
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -85,6 +127,23 @@ class RulesFile(_Strict):
     first_transaction: FirstTxnRules = FirstTxnRules()
     cooldown_hours: dict[str, Hours] = {}
     dedupe_days: Days = Decimal(7)
+    timezone: str = "Asia/Shanghai"
+    """The bank's time zone (IANA name): local midnights of the birthday rule."""
+    locale: Locale = "en"
+    """The language of each alert's `title` (`titles` carries every language)."""
+    birthday: BirthdayRules = BirthdayRules()
+    complaint: ComplaintRules = ComplaintRules()
+    satisfaction: SatisfactionRules = SatisfactionRules()
+    priority: PriorityRules = PriorityRules()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+            raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> RulesFile:

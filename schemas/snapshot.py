@@ -6,7 +6,7 @@ from decimal import Decimal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from schemas.values import Segment, Tier
+from schemas.values import ContactPreference, Segment, Tier
 
 
 class ClientSnapshot(BaseModel):
@@ -23,6 +23,9 @@ class ClientSnapshot(BaseModel):
     last_rm_contact: AwareDatetime | None = None
     dormant: bool = False
     closed: bool = False
+    contact_preference: ContactPreference = "any"
+    birthday: str | None = Field(None, pattern=r"^\d{2}-\d{2}$")
+    """`MM-DD` (the year is never kept)."""
     as_of: AwareDatetime | None = None
 
 

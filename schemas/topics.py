@@ -8,6 +8,8 @@ TRANSACTIONS = "bank.transactions.v1"
 INTERACTIONS = "bank.interactions.v1"
 CLIENTS = "bank.clients.v1"
 """Compacted: reference data, latest wins per client; a null value erases the client."""
+CONTROLS = "clientpulse.controls.v1"
+"""Snoozes and their ends, written by the RM API: an input of the workers like the three above."""
 ALERTS = "rm.alerts.v1"
 DEADLETTER = "bank.deadletter.v1"
 SNAPSHOTS = "clientpulse.snapshots.v1"
@@ -17,10 +19,11 @@ REDRIVEN = "clientpulse.redriven.v1"
 TICKS_SUFFIX = "ticks.v1"
 """The clock-tick topic is `<app id>.ticks.v1`: each application (live, shadow) ticks its own partitions."""
 
-EventKind = Literal["transactions", "interactions", "clients"]
+EventKind = Literal["transactions", "interactions", "clients", "controls"]
 INPUT_TOPICS: dict[str, EventKind] = {
     TRANSACTIONS: "transactions",
     INTERACTIONS: "interactions",
     CLIENTS: "clients",
+    CONTROLS: "controls",
 }
 """The input topics, co-partitioned by client_id, and the kind of event each carries."""

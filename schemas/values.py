@@ -9,7 +9,8 @@ TIERS: tuple[Tier, ...] = get_args(Tier)
 """From the lowest to the highest."""
 
 Severity = Literal["info", "warning", "critical"]
-SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(get_args(Severity))}
+SEVERITIES: tuple[Severity, ...] = get_args(Severity)
+SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(SEVERITIES)}
 
 Direction = Literal["credit", "debit"]
 TransactionKind = Literal["deposit", "withdrawal", "transfer", "payment", "salary", "interest", "fee", "card", "other"]
@@ -24,3 +25,16 @@ ComplaintSeverity = Literal["low", "medium", "high"]
 
 ClientEventKind = Literal["onboarded", "profile_updated", "rm_assigned", "product_maturing", "closed"]
 Segment = Literal["retail", "corporate"]
+
+ContactPreference = Literal["any", "service_only"]
+"""`service_only`: the client declined marketing contact (docs/rules.md, "Consent")."""
+
+ControlKind = Literal["snooze", "unsnooze"]
+
+SuppressionReason = Literal["cooldown", "consent", "snoozed"]
+SUPPRESSION_REASONS: tuple[str, ...] = get_args(SuppressionReason)
+"""Why an alert was not sent (the `reason` label of clientpulse_alerts_suppressed_total)."""
+
+Locale = Literal["en", "zh-CN"]
+LOCALES: tuple[str, ...] = get_args(Locale)
+"""The languages every alert title is written in."""

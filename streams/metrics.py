@@ -36,7 +36,9 @@ EVENT_LAG_SECONDS = Histogram(
     "clientpulse_event_lag_seconds", "Processing time minus the event's occurred_at", buckets=LAG_BUCKETS
 )
 ALERTS_EMITTED = Counter("clientpulse_alerts_emitted", "Alerts published", ["type", "severity"])
-ALERTS_SUPPRESSED = Counter("clientpulse_alerts_suppressed", "Alerts suppressed by cooldown", ["type"])
+ALERTS_SUPPRESSED = Counter(
+    "clientpulse_alerts_suppressed", "Alerts not sent, by reason: cooldown, consent, snoozed", ["type", "reason"]
+)
 CLIENTS = Gauge("clientpulse_clients", "Clients in the state held by this worker, by tier", ["tier"])
 CONSUMER_LAG = Gauge(
     "clientpulse_consumer_lag_messages",

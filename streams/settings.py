@@ -274,6 +274,10 @@ class Settings(BaseSettings):
         return self.topic(topics.CLIENTS)
 
     @property
+    def controls_topic(self) -> str:
+        return self.topic(topics.CONTROLS)
+
+    @property
     def alerts_topic(self) -> str:
         return self.topic(topics.ALERTS)
 
@@ -295,8 +299,9 @@ class Settings(BaseSettings):
         return self.topic(f"{self.app_id}.{topics.TICKS_SUFFIX}")
 
     @property
-    def input_topics(self) -> tuple[str, str, str]:
-        return (self.transactions_topic, self.interactions_topic, self.clients_topic)
+    def input_topics(self) -> tuple[str, str, str, str]:
+        """What the workers consume (co-partitioned by client_id): the bank's three topics and the controls."""
+        return (self.transactions_topic, self.interactions_topic, self.clients_topic, self.controls_topic)
 
 
 ENV_NAMES: dict[str, str] = {

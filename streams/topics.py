@@ -36,6 +36,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.interactions_topic, n, {}),
         # Reference data: latest wins per client.
         TopicSpec(settings.clients_topic, n, {"cleanup.policy": "compact"}),
+        # Snoozes from the RM API: every one matters in order (not compacted), kept like the bank's inputs.
+        TopicSpec(settings.controls_topic, n, {}),
         TopicSpec(settings.alerts_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
         TopicSpec(settings.deadletter_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
         TopicSpec(settings.snapshots_topic, n, {"cleanup.policy": "compact"}),

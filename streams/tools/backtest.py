@@ -78,7 +78,7 @@ def run_backtest(
                     "events_by_topic": dict(summary.events_by_topic),
                     "alerts_by_type": {f"{t}/{s}": n for (t, s), n in summary.alerts_by_type.items()},
                     "alerts": summary.alerts,
-                    "suppressed": dict(summary.suppressed),
+                    "suppressed": {f"{t}/{r}": n for (t, r), n in summary.suppressed.items()},
                     "duplicates": summary.duplicates,
                     "dead_letters": dict(summary.dead_letters),
                     "bad_lines": summary.bad_lines,

@@ -370,8 +370,8 @@ class Pipeline:
             metrics.EVENTS_DUPLICATE.labels(topic=topic).inc(n)
         for (alert_type, severity), n in counts.alerts.items():
             metrics.ALERTS_EMITTED.labels(type=alert_type, severity=severity).inc(n)
-        for alert_type, n in counts.suppressed.items():
-            metrics.ALERTS_SUPPRESSED.labels(type=alert_type).inc(n)
+        for (alert_type, reason), n in counts.suppressed.items():
+            metrics.ALERTS_SUPPRESSED.labels(type=alert_type, reason=reason).inc(n)
         if counts.erased:
             metrics.CLIENTS_ERASED.inc(counts.erased)
         if counts.sweeps:

@@ -25,8 +25,9 @@ from handlers.ruleset import Ruleset, load_rules
 from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
-from schemas.events import ClientEvent, Event, InteractionEvent, TransactionEvent
-from schemas.topics import CLIENTS, INTERACTIONS, TRANSACTIONS
+from schemas.controls import ControlEvent, InputEvent
+from schemas.events import ClientEvent, InteractionEvent, TransactionEvent
+from schemas.topics import CLIENTS, CONTROLS, INTERACTIONS, TRANSACTIONS
 
 THRESHOLDS = Path(__file__).resolve().parents[1] / "rules" / "thresholds.yaml"
 RULES = load_rules(THRESHOLDS)
@@ -146,7 +147,47 @@ def maturing(when: datetime | str, product_id: str, maturity_date: str, **kw: An
     return client_event(when, "product_maturing", product=product, **kw)
 
 
+def snooze(
+    when: datetime | str,
+    alert_type: str,
+    until: datetime | str,
+    *,
+    reason: str | None = "client is moving funds as planned",
+    client: str = "c-1",
+    actor: str = "alice",
+    event_id: str | None = None,
+) -> Value:
+    """A control event as the RM API writes it; `reason` None leaves it out."""
+    value: Value = {
+        "event_id": _event_id("s", event_id),
+        "client_id": client,
+        "occurred_at": _stamp(when),
+        "kind": "snooze",
+        "alert_type": alert_type,
+        "until": _stamp(until),
+        "actor": actor,
+    }
+    if reason is not None:
+        value["reason"] = reason
+    return value
+
+
+def unsnooze(
+    when: datetime | str, alert_type: str, *, client: str = "c-1", actor: str = "alice", event_id: str | None = None
+) -> Value:
+    return {
+        "event_id": _event_id("u", event_id),
+        "client_id": client,
+        "occurred_at": _stamp(when),
+        "kind": "unsnooze",
+        "alert_type": alert_type,
+        "actor": actor,
+    }
+
+
 def topic_of(value: Value) -> str:
+    if "alert_type" in value:
+        return CONTROLS
     if "account_id" in value:
         return TRANSACTIONS
     if "channel" in value:
@@ -158,9 +199,11 @@ def record(value: Value) -> Record:
     return topic_of(value), str(value["client_id"]), value
 
 
-def to_event(value: Value) -> Event:
+def to_event(value: Value) -> InputEvent:
     """Validate through the contract model of the value's topic."""
     topic = topic_of(value)
+    if topic == CONTROLS:
+        return ControlEvent.model_validate(value)
     if topic == TRANSACTIONS:
         return TransactionEvent.model_validate(value)
     if topic == INTERACTIONS:
@@ -178,6 +221,9 @@ class Desk:
         self.processor = BatchProcessor(rules, clock="event")
         self.duplicates = 0
         self.suppressed: list[str] = []
+        """The type of each alert held back, whatever the reason."""
+        self.suppressions: list[tuple[str, str]] = []
+        """(type, reason) of each alert held back: cooldown, consent or snoozed."""
         self._offsets = itertools.count()
 
     @property
@@ -196,17 +242,29 @@ class Desk:
         for client_id in result.erased:
             self.states.pop(client_id, None)
         self.duplicates += sum(result.counts.duplicates.values())
-        self.suppressed += list(result.counts.suppressed.elements())
+        held = list(result.counts.suppressed.elements())
+        self.suppressions += held
+        self.suppressed += [alert_type for alert_type, _reason in held]
         return result.alerts
 
     def send(self, *values: Value) -> list[Alert]:
         """Apply the events in order; the alerts they raised (clock rules fired on the way included)."""
         alerts: list[Alert] = []
         for value in values:
-            topic, key, body = record(value)
-            rec = InputRecord(topic, 0, next(self._offsets), key.encode(), orjson.dumps(body))
-            alerts += self._collect(self.processor.process([rec], self.states.get, wall_now=0, received_at=DETECTED_AT))
+            alerts += self._collect(self._process(value))
         return alerts
+
+    def reject(self, value: Value) -> str:
+        """Send an event that must become a dead letter; its `reason: error`."""
+        result = self._process(value)
+        assert len(result.dead_letters) == 1 and not result.alerts, result
+        letter = result.dead_letters[0][1]
+        return f"{letter.reason}: {letter.error}"
+
+    def _process(self, value: Value) -> BatchResult:
+        topic, key, body = record(value)
+        rec = InputRecord(topic, 0, next(self._offsets), key.encode(), orjson.dumps(body))
+        return self.processor.process([rec], self.states.get, wall_now=0, received_at=DETECTED_AT)
 
     def advance(self, until: datetime) -> list[Alert]:
         """Move the clock to `until` and fire what is due, for every client."""

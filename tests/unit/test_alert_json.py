@@ -25,6 +25,7 @@ def test_every_alert_of_a_synthetic_history() -> None:
     alerts += replay.finish()
     types = Counter(a.type for a in alerts)
     assert len(types) >= 8, types  # the history exercises most rules
+    assert {"complaint_unanswered", "low_satisfaction"} <= set(types), types
     for alert in alerts:
         assert alert_json(alert) == alert.model_dump_json().encode()
 
@@ -46,7 +47,9 @@ moments = st.datetimes(
     tier=st.none() | st.sampled_from(["mass", "gold", "platinum", "diamond", "private"]),
     occurred_at=moments,
     detected_at=moments,
+    priority=st.none() | st.integers(0, 100),
     title=text,
+    titles=st.none() | st.fixed_dictionaries({"en": text, "zh-CN": text}),
     facts=st.dictionaries(text, text, max_size=4),
     sources=st.lists(text, max_size=3),
 )
@@ -57,7 +60,9 @@ def test_any_text_and_time(
     tier: str | None,
     occurred_at: datetime,
     detected_at: datetime,
+    priority: int | None,
     title: str,
+    titles: dict[str, str] | None,
     facts: dict[str, str],
     sources: list[str],
 ) -> None:
@@ -65,12 +70,14 @@ def test_any_text_and_time(
         "alert_id": "0" * 32,
         "type": alert_type,
         "severity": severity,
+        "priority": priority,
         "client_id": "c-1",
         "rm_id": rm_id,
         "tier": tier,
         "occurred_at": occurred_at,
         "detected_at": detected_at,
         "title": title,
+        "titles": titles,
         "facts": facts,
         "rule_version": "r-1",
         "source_event_ids": sources,

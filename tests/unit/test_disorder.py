@@ -107,7 +107,9 @@ def disorder(
     `window` (half of them a delay, skewed towards small ones), never at or
     after its client's next due time and never before its client's previous
     arrival; copies arrive up to `redeliver_within` after their original. The
-    stream is sorted by arrival time.
+    stream is sorted by arrival time. An event is held back no further than
+    the due times its client's later events will have (a complaint schedules a
+    follow-up due a few hours on), since those must still arrive before them.
     """
     memory = timedelta(microseconds=rules.dedupe)
     assert window + redeliver_within < memory, f"copies must arrive within the duplicate memory ({memory})"
@@ -116,7 +118,14 @@ def disorder(
     within_us = redeliver_within // timedelta(microseconds=1)
     last_arrival: dict[str, int] = {}
     keyed: list[tuple[int, int, int, Record]] = []
-    for index, (record_, due) in enumerate(zip(records, clock_dues(rules, records), strict=True)):
+    dues = clock_dues(rules, records)
+    later: dict[str, int] = {}
+    for index in range(len(records) - 1, -1, -1):  # each due as the earliest of its client's from here on
+        client, due = records[index][1], dues[index]
+        if due is not None and (client not in later or due < later[client]):
+            later[client] = due
+        dues[index] = later.get(client)
+    for index, (record_, due) in enumerate(zip(records, dues, strict=True)):
         client = record_[1]
         when = occurred_us(record_)
         arrival = when + (int(window_us * rng.random() ** 2) if rng.random() < 0.5 else 0)

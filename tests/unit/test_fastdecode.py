@@ -98,6 +98,13 @@ clients = _obj(
             currency=texts,
         ),
     ),
+    birth_date=st.sampled_from(
+        [
+            *("1980-03-20", "1992-02-29", "1991-02-29", "--02-29", "--13-01", "1899-01-01", "2999-12-31"),
+            *("80-03-20", "1980-3-20", "", "1980-03-20T00:00:00", 19800320, None),
+        ]
+    ),
+    contact_preference=st.sampled_from(["any", "service_only", "none", "ANY", None, 1]),
 )
 
 
@@ -110,7 +117,8 @@ def _check(kind: str, value: dict[str, Any]) -> bool:
     assert fast == contract
     assert fast.model_dump() == contract.model_dump()
     if kind == "clients":
-        assert ("rm_id" in fast.model_fields_set) == ("rm_id" in contract.model_fields_set)
+        for name in ("rm_id", "birth_date", "contact_preference"):  # given (null included) or left out matters
+            assert (name in fast.model_fields_set) == (name in contract.model_fields_set), name
     return True
 
 
@@ -172,6 +180,13 @@ def test_ordinary_events_take_the_fast_path() -> None:
     }
     assert _check("clients", ce)
     assert _check("clients", {**ce, "kind": "rm_assigned", "rm_id": None, "product": None})
+    profile = {**ce, "kind": "profile_updated", "product": None, "birth_date": "1980-03-20"}
+    assert _check("clients", {**profile, "contact_preference": "service_only"})
+    assert _check("clients", {**profile, "birth_date": None, "contact_preference": None})
+
+
+def test_control_events_always_take_the_contract_model() -> None:
+    assert fast_decode("controls", b'{"event_id": "s"}') is None
 
 
 def test_trusted_construction_builds_what_validation_builds() -> None:

@@ -56,6 +56,22 @@ def test_rule_version_follows_content() -> None:
         ({"tiers.downgrade_buffer": "abc"}, "tiers.downgrade_buffer"),
         ({"thresholds": 1}, "thresholds: Extra inputs are not permitted"),
         ({"version": None}, "version: Field required"),
+        ({"timezone": "Asia/Shangai"}, "timezone: Value error, unknown time zone 'Asia/Shangai'"),
+        ({"timezone": "Asia"}, "timezone: Value error, unknown time zone 'Asia'"),
+        ({"timezone": "../../etc/passwd"}, "timezone: Value error, unknown time zone"),
+        ({"locale": "zh"}, "locale: Input should be 'en' or 'zh-CN'"),
+        ({"birthday.min_tier": "vip"}, "birthday.min_tier"),
+        ({"birthday.notice_days": -1}, "birthday.notice_days"),
+        ({"birthday.notice_days": "3"}, "birthday.notice_days"),
+        ({"birthday.notice_dayz": 3}, "birthday.notice_dayz: Extra inputs are not permitted"),
+        ({"complaint.follow_up_hours": 0}, "complaint.follow_up_hours"),
+        ({"complaint.high_severity_follow_up_hours": -4}, "complaint.high_severity_follow_up_hours"),
+        ({"satisfaction.alert_at_most": 6}, "satisfaction.alert_at_most"),
+        ({"priority.severity.info": None}, "priority: Value error, severity is missing: info"),
+        ({"priority.tier.mass": None}, "priority: Value error, tier is missing tiers: mass"),
+        ({"priority.type.complaints": 5}, "type names unknown alert types: complaints"),
+        ({"priority.tier.gold": 101}, "priority.tier.gold"),
+        ({"cooldown_hours.low_satisfactoin": 24}, "low_satisfactoin"),
     ],
 )
 def test_invalid_rules_name_the_key(change: dict[str, object], names: str) -> None:
@@ -75,3 +91,12 @@ def test_unreadable_or_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- a list")
     with pytest.raises(RulesError, match="mapping"):
         load_rules(bad)
+
+
+def test_the_keys_added_later_have_defaults() -> None:
+    """A rules file written before birthdays, consent, priority and snoozes still loads, with the shipped values."""
+    old = mutate({key: None for key in ("timezone", "locale", "birthday", "complaint", "satisfaction", "priority")})
+    rules = parse_rules(old)
+    assert rules.timezone.key == "Asia/Shanghai" and rules.title_index == 0
+    assert rules.birthday_notice_days == 3 and rules.satisfaction_at_most == 2
+    assert rules.priorities[("complaint", "critical", "private")] == 100

@@ -50,9 +50,20 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
         "outflow_velocity": 24,
         "aum_drain": 168,
         "large_inflow": 24,
+        "low_satisfaction": 24,
         "complaint": 0,
     },
     "dedupe_days": 7,
+    "timezone": "Asia/Shanghai",
+    "locale": "en",
+    "birthday": {"min_tier": "platinum", "notice_days": 3},
+    "complaint": {"follow_up_hours": 24, "high_severity_follow_up_hours": 4},
+    "satisfaction": {"alert_at_most": 2},
+    "priority": {
+        "severity": {"critical": 70, "warning": 40, "info": 10},
+        "tier": {"private": 25, "diamond": 20, "platinum": 15, "gold": 5, "mass": 0},
+        "type": {"complaint": 5, "complaint_unanswered": 5, "aum_drain": 5},
+    },
 }
 
 
@@ -94,3 +105,22 @@ def test_the_defaults_compile_to_the_units_the_rules_compare() -> None:
     assert rules.dormancy["private"] == 90 * US_PER_DAY and rules.dormancy["gold"] == 180 * US_PER_DAY
     assert set(rules.rm_contact) == {"platinum", "diamond", "private"}
     assert rules.dedupe == 7 * US_PER_DAY
+    assert rules.cooldowns["low_satisfaction"] == 24 * US_PER_HOUR
+    assert rules.cooldowns["complaint_unanswered"] == 0, "complaint follow-ups are never held back"
+    assert rules.timezone.key == "Asia/Shanghai" and rules.title_index == 0
+    assert rules.follow_up == 24 * US_PER_HOUR and rules.follow_up_high == 4 * US_PER_HOUR
+    assert rules.birthday_notice_days == 3 and rules.satisfaction_at_most == 2
+
+
+def test_the_default_priorities() -> None:
+    """critical 70 / warning 40 / info 10, + private 25 / diamond 20 / platinum 15 / gold 5, + 5 for complaints
+    and drains, capped at 100."""
+    priority = load_rules(DEFAULT_RULES).priorities
+    assert priority[("complaint", "critical", "private")] == 100
+    assert priority[("aum_drain", "critical", "diamond")] == 95
+    assert priority[("complaint_unanswered", "warning", "gold")] == 50
+    assert priority[("large_outflow", "warning", "platinum")] == 55
+    assert priority[("birthday", "info", "platinum")] == 25
+    assert priority[("tier_upgrade", "info", None)] == 10, "a null tier scores 0"
+    assert priority[("dormancy", "info", "mass")] == 10
+    assert max(priority.values()) == 100 and min(priority.values()) == 10
