@@ -87,6 +87,16 @@ CONFIG_RELOADS = Counter(
     "clientpulse_api_config_reloads", "Reloads of the token and org files, by file and result", ["file", "result"]
 )
 
+CONTROL_EVENTS_PUBLISHED = Counter(
+    "clientpulse_control_events_published",
+    "Snoozes and unsnoozes given through the RM API, published to the controls topic",
+    ["kind"],
+)
+CONTROL_EVENTS_UNPUBLISHED = Gauge(
+    "clientpulse_control_events_unpublished",
+    "Snoozes recorded in the alert store whose control event the broker has not taken yet",
+)
+
 # ------------------------------------------------------------------ both
 BUILD_INFO = Gauge("clientpulse_build_info", "Build and rules version", ["version", "rule_version"])
 

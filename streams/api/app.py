@@ -1,4 +1,4 @@
-"""The RM API: alerts and client pages over HTTP, per-principal visibility, health and metrics.
+"""The RM API: alerts, client pages and snoozes over HTTP, per-principal visibility, health and metrics.
 
 Visibility is enforced in the store queries; an alert or client outside the
 caller's scope is answered with 404, exactly like one that does not exist.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,14 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
 
 from handlers.lifecycle import STATUSES, TRANSITIONS
 from schemas.alerts import ALERT_TYPES
+from schemas.controls import MAX_SNOOZE, ControlEvent, snooze_problem
+from schemas.errors import error_texts
+from schemas.limits import MAX_SNOOZE_DAYS, MAX_TEXT_LENGTH
+from schemas.values import SEVERITIES
 from streams import metrics
 from streams.api.auth import Principal, Principals
 from streams.api.bodies import BodyError, read_body
@@ -30,7 +36,8 @@ from streams.api.oidc import OidcClient
 from streams.api.pages import Pages
 from streams.api.server import SECURITY_HEADERS, SERVER_NAME
 from streams.settings import Settings
-from streams.sink.store import AlertFilter, AlertStore, InvalidTransition, NotFound, StoreUnavailable
+from streams.sink.controls import ControlPublisher
+from streams.sink.store import SORTS, AlertFilter, AlertStore, InvalidTransition, NotFound, Sort, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ SinkStatus = Callable[[], Mapping[str, Any]]
 STORE_KEY = web.AppKey("store", AlertStore)
 GATE_KEY = web.AppKey("gatekeeper", Gatekeeper)
 SINK_STATUS_KEY: web.AppKey[SinkStatus] = web.AppKey("sink_status")
+CONTROLS_KEY = web.AppKey("controls", ControlPublisher)
 # aiohttp >= 3.12 has typed request keys; older versions take a plain string.
 PRINCIPAL_KEY: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
 
@@ -48,7 +56,7 @@ MAX_ID_LENGTH = 64
 MAX_NOTE_LENGTH = 2000
 MAX_BODY_BYTES = 16 * 1024
 UNASSIGNED = "unassigned"
-LIST_PARAMS = frozenset({"rm_id", "status", "type", "since", "limit", "cursor", "client_id"})
+LIST_PARAMS = frozenset({"rm_id", "status", "type", "severity", "since", "limit", "cursor", "client_id", "sort"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ITEM_LIST = re.compile(r"^[a-z_]+(?:,[a-z_]+)*$")
 _NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -188,6 +196,20 @@ def _multi(request: web.Request, name: str, allowed: tuple[str, ...]) -> tuple[s
     return tuple(out)
 
 
+def _parse_time(name: str, text: str) -> datetime:
+    """An RFC 3339 time with an offset (a body field), in UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name}: not an RFC 3339 time: {text[:40]!r}") from None
+    if value.tzinfo is None:
+        raise ApiError(400, "bad_request", f"{name}: needs an offset, e.g. 2026-03-01T00:00:00+08:00")
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(400, "bad_request", f"{name}: out of range") from None
+
+
 def _parse_since(text: str) -> datetime:
     # An unencoded `+` in a query string arrives as a space: accept it back.
     text = _SPACE_OFFSET.sub(r"+\1", text.strip())
@@ -220,11 +242,16 @@ async def list_alerts(request: web.Request) -> web.Response:
     client_id = _single(request, "client_id")
     since = _single(request, "since")
     cursor = _single(request, "cursor")
+    sort_given = _single(request, "sort") or "newest"
+    if sort_given not in SORTS:
+        raise ApiError(400, "bad_request", f"sort: one of {', '.join(SORTS)}")
+    sort: Sort = "priority" if sort_given == "priority" else "newest"
     flt = AlertFilter(
         rm_id=None if rm_id in (None, UNASSIGNED) else _check_id(rm_id or "", "rm_id"),
         unassigned=rm_id == UNASSIGNED,
         statuses=_multi(request, "status", STATUSES),
         types=_multi(request, "type", ALERT_TYPES),
+        severities=_multi(request, "severity", SEVERITIES),
         since=_parse_since(since) if since is not None else None,
         client_id=_check_id(client_id, "client_id") if client_id is not None else None,
     )
@@ -235,7 +262,9 @@ async def list_alerts(request: web.Request) -> web.Response:
         after = decode_cursor(key, principal, cursor) if cursor is not None else None
     except CursorError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
-    page = await _store(request).list_alerts(principal.scope, flt, limit=limit, after=after)
+    if after is not None and len(after) != (3 if sort == "priority" else 2):
+        raise ApiError(400, "bad_request", f"cursor: a cursor of another sort order (this page is sort={sort})")
+    page = await _store(request).list_alerts(principal.scope, flt, limit=limit, after=after, sort=sort)
     next_cursor = encode_cursor(key, principal, page.next_after) if page.next_after is not None else None
     return _json({"alerts": page.alerts, "next_cursor": next_cursor})
 
@@ -300,8 +329,8 @@ def _action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     return handler
 
 
-async def get_client(request: web.Request) -> web.Response:
-    client_id = _check_id(request.match_info["client_id"], "client_id")
+async def _visible_client(request: web.Request, client_id: str) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The client's snapshot and recent visible alerts; 404 when the caller may not see the client."""
     scope = _principal(request).scope
     store = _store(request)
     snapshot = await store.get_client(client_id)
@@ -310,7 +339,135 @@ async def get_client(request: web.Request) -> web.Response:
     visible = scope.allows(snapshot["rm_id"]) if snapshot is not None else bool(page.alerts)
     if not visible:
         raise ApiError(404, "not_found", f"no client {client_id}")
-    return _json({"client": snapshot, "recent_alerts": page.alerts})
+    return snapshot, page.alerts
+
+
+async def get_client(request: web.Request) -> web.Response:
+    client_id = _check_id(request.match_info["client_id"], "client_id")
+    snapshot, alerts = await _visible_client(request, client_id)
+    snoozes, trail = await _store(request).snoozes(client_id)
+    return _json({"client": snapshot, "recent_alerts": alerts, "snoozes": snoozes, "snooze_history": trail})
+
+
+async def _read_object(request: web.Request, fields: frozenset[str], example: str) -> dict[str, Any]:
+    raw = await read_body(request, MAX_BODY_BYTES, request.app[GATE_KEY].settings.api_body_timeout)
+    body: Any = {}
+    if raw.strip():
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ApiError(400, "bad_request", f"body: not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", f"body: expected a JSON object like {example}")
+    extra = sorted(set(body) - fields)
+    if extra:
+        raise ApiError(
+            400, "bad_request", f"body: unknown field(s) {', '.join(extra)}; accepted: {', '.join(sorted(fields))}"
+        )
+    return body
+
+
+def _reason(value: Any, required: bool) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise ApiError(400, "bad_request", "reason: must be a string")
+    if value is not None and len(value) > MAX_TEXT_LENGTH:
+        raise ApiError(400, "bad_request", f"reason: at most {MAX_TEXT_LENGTH} characters")
+    if value is not None and _CONTROL.search(value):
+        raise ApiError(400, "bad_request", "reason: one line without control characters")
+    reason = value.strip() if value is not None else ""
+    if value is not None and not reason:
+        raise ApiError(400, "bad_request", "reason: not only white space (leave it out, or say why)")
+    if required and not reason:
+        raise ApiError(400, "bad_request", "reason: required (why this client's alerts may wait)")
+    return reason or None
+
+
+def _snoozable(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "bad_request", "type: the alert type to snooze, e.g. large_outflow")
+    problem = snooze_problem(value)
+    if problem is not None:
+        raise ApiError(400, "bad_request", f"type: {problem}")
+    return value
+
+
+def _controls(request: web.Request, principal: Principal) -> ControlPublisher:
+    if not principal.can_act:
+        raise ApiError(403, "forbidden", f"{principal.role} tokens are read-only")
+    publisher = request.app.get(CONTROLS_KEY)
+    if publisher is None:
+        raise ApiError(503, "unavailable", "snoozes need the sink's connection to the broker, which is not set up")
+    return publisher
+
+
+async def _apply_control(request: web.Request, publisher: ControlPublisher, values: dict[str, Any]) -> web.Response:
+    """Record the control event (the audit trail), then publish it: 201 (200 for an unsnooze) once the broker has
+    it, 202 when it is recorded and will be published when the broker takes it."""
+    raw = orjson.dumps(values)
+    try:
+        event = ControlEvent.model_validate_json(raw)
+    except ValidationError as exc:  # the checks above mirror these; this keeps the two from drifting apart
+        raise ApiError(400, "bad_request", "; ".join(error_texts(exc, limit=3))) from None
+    store = _store(request)
+    await store.record_control(event, raw, _principal(request).role)
+    published = await publisher.publish(event.client_id)
+    record = await store.control(event.event_id)
+    status = (201 if event.kind == "snooze" else 200) if published else 202
+    return _json({"snooze": record, "published": published}, status)
+
+
+async def add_snooze(request: web.Request) -> web.Response:
+    client_id = _check_id(request.match_info["client_id"], "client_id")
+    principal = _principal(request)
+    body = await _read_object(
+        request, frozenset({"type", "until", "reason"}), '{"type": "large_outflow", "until": "...", "reason": "..."}'
+    )
+    alert_type = _snoozable(body.get("type"))
+    if not isinstance(body.get("until"), str):
+        raise ApiError(400, "bad_request", "until: required, an RFC 3339 time with an offset")
+    until = _parse_time("until", body["until"])
+    reason = _reason(body.get("reason"), required=True)
+    await _visible_client(request, client_id)
+    publisher = _controls(request, principal)
+    now = datetime.now(UTC)
+    if until <= now:
+        raise ApiError(400, "bad_request", "until: must be in the future")
+    if until - now > MAX_SNOOZE:
+        raise ApiError(400, "bad_request", f"until: at most {MAX_SNOOZE_DAYS} days ahead")
+    values = {
+        "event_id": uuid.uuid4().hex,
+        "client_id": client_id,
+        "occurred_at": now.isoformat(),
+        "kind": "snooze",
+        "alert_type": alert_type,
+        "until": until.isoformat(),
+        "actor": principal.name,
+        "reason": reason,
+    }
+    return await _apply_control(request, publisher, values)
+
+
+async def end_snooze(request: web.Request) -> web.Response:
+    client_id = _check_id(request.match_info["client_id"], "client_id")
+    principal = _principal(request)
+    alert_type = _snoozable(request.match_info["alert_type"])
+    body = await _read_object(request, frozenset({"reason"}), '{"reason": "..."}')
+    reason = _reason(body.get("reason"), required=False)
+    await _visible_client(request, client_id)
+    publisher = _controls(request, principal)
+    if await _store(request).active_snooze(client_id, alert_type) is None:
+        raise ApiError(404, "not_found", f"no snooze of {alert_type} in force for client {client_id}")
+    values: dict[str, Any] = {
+        "event_id": uuid.uuid4().hex,
+        "client_id": client_id,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "kind": "unsnooze",
+        "alert_type": alert_type,
+        "actor": principal.name,
+    }
+    if reason is not None:
+        values["reason"] = reason
+    return await _apply_control(request, publisher, values)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -352,6 +509,7 @@ def create_api(
     oidc: OidcClient | None = None,
     sink_status: SinkStatus | None = None,
     with_rm_api: bool = True,
+    controls: ControlPublisher | None = None,
 ) -> web.Application:
     """The HTTP app. Without principals (or OIDC) every /api request is 401.
 
@@ -365,6 +523,8 @@ def create_api(
     app[GATE_KEY] = gate
     if sink_status is not None:
         app[SINK_STATUS_KEY] = sink_status
+    if controls is not None:
+        app[CONTROLS_KEY] = controls
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
@@ -375,6 +535,8 @@ def create_api(
         app.router.add_post("/api/alerts/{alert_id}/resolve", _action("resolve"))
         app.router.add_post("/api/alerts/{alert_id}/dismiss", _action("dismiss"))
         app.router.add_get("/api/clients/{client_id}", get_client)
+        app.router.add_post("/api/clients/{client_id}/snoozes", add_snooze)
+        app.router.add_delete("/api/clients/{client_id}/snoozes/{alert_type}", end_snooze)
         Pages(gate, oidc).routes(app)
     return app
 

@@ -42,8 +42,9 @@ def _signature(key: bytes, caller: Principal, payload: str) -> bytes:
 
 
 def encode_cursor(key: bytes, caller: Principal, position: Position) -> str:
-    at, alert_id = position
-    payload = _b64(orjson.dumps([at.astimezone(UTC).isoformat(), alert_id]))
+    """A newest-first position is `[at, alert_id]`, a by-priority one `[priority, at, alert_id]`."""
+    *priority, at, alert_id = position
+    payload = _b64(orjson.dumps([*priority, at.astimezone(UTC).isoformat(), alert_id]))
     return f"{payload}.{_b64(_signature(key, caller, payload))}"
 
 
@@ -57,12 +58,17 @@ def decode_cursor(key: bytes, caller: Principal, cursor: str) -> Position:
         given = _unb64(signature)
         if not dot or not hmac.compare_digest(given, _signature(key, caller, payload)):
             raise refused
-        when, alert_id = orjson.loads(_unb64(payload))
+        *priority, when, alert_id = orjson.loads(_unb64(payload))
         if not isinstance(when, str) or not isinstance(alert_id, str) or not alert_id:
             raise refused
-        at = datetime.fromisoformat(when)
-        if at.tzinfo is None:
+        parsed = datetime.fromisoformat(when)
+        if parsed.tzinfo is None:
             raise refused
-        return at.astimezone(UTC), alert_id
+        at = parsed.astimezone(UTC)
+        if not priority:
+            return at, alert_id
+        if len(priority) != 1 or type(priority[0]) is not int or not 0 <= priority[0] <= 100:
+            raise refused
+        return priority[0], at, alert_id
     except (ValueError, TypeError, OverflowError, binascii.Error):
         raise refused from None

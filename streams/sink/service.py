@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 from pydantic import BaseModel, ValidationError
 
 from handlers.decode import Rejection, dead_letter
-from handlers.ruleset import Ruleset
+from handlers.ruleset import Ruleset, load_rules
 from schemas.alerts import Alert
 from schemas.errors import error_texts
 from schemas.limits import MAX_MESSAGE_BYTES
@@ -36,6 +36,7 @@ from streams.api.reload import ConfigFiles, read_teams, read_token_entries
 from streams.api.server import ApiRunner
 from streams.kafka_client import client_kwargs
 from streams.settings import ENV_NAMES, ConfigError, Settings
+from streams.sink.controls import ControlPublisher
 from streams.sink.store import AlertStore, MigrationError
 from streams.topics import ensure_topics
 
@@ -83,9 +84,18 @@ def parse_message(model: type[M], raw: bytes | None) -> M | Rejection:
 class AlertSink:
     """Consumes alerts and snapshots (group `<app_id>-sink`) and stores them; `status()` is its health."""
 
-    def __init__(self, settings: Settings, store: AlertStore, *, backoff_initial: float = BACKOFF_INITIAL) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: AlertStore,
+        *,
+        backoff_initial: float = BACKOFF_INITIAL,
+        rules: Ruleset | None = None,
+    ) -> None:
         self.settings = settings
         self.store = store
+        self.rules = rules if rules is not None else load_rules(settings.rules_path)
+        """Its priority tables give alerts of workers older than the priority field theirs."""
         self.backoff_initial = backoff_initial
         self.backoff_max = settings.sink_backoff_max
         self.group_id = f"{settings.app_id}-sink"
@@ -252,6 +262,10 @@ class AlertSink:
                     continue
                 parsed = parse_message(Alert if is_alerts else ClientSnapshot, record.value)
                 if isinstance(parsed, Alert):
+                    if parsed.priority is None:
+                        parsed = parsed.model_copy(
+                            update={"priority": self.rules.priorities[(parsed.type, parsed.severity, parsed.tier)]}
+                        )
                     alerts.append(parsed)
                 elif isinstance(parsed, ClientSnapshot):
                     snapshots.append(parsed)
@@ -307,7 +321,7 @@ def load_principals(settings: Settings) -> Principals:
     return principals
 
 
-async def serve(settings: Settings, principals: Principals | None, with_api: bool) -> int:
+async def serve(settings: Settings, principals: Principals | None, with_api: bool, rules: Ruleset | None = None) -> int:
     """Sink plus HTTP (the RM API, or with_api=False only health and metrics) until SIGTERM/SIGINT."""
     if not settings.database_url:
         raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
@@ -315,11 +329,21 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
     teams = Teams(read_teams(settings)) if with_api else Teams()
     await ensure_topics(settings)
     store = AlertStore(settings.database_url)
-    sink = AlertSink(settings, store)
+    sink = AlertSink(settings, store, rules=rules)
     metrics.STORE_UP.set(0)
     oidc = OidcClient(oidc_config) if oidc_config is not None else None
+    controls = ControlPublisher(settings, store) if with_api else None
+    if controls is not None:
+        await controls.start()
     app = create_api(
-        store, principals, settings=settings, teams=teams, oidc=oidc, sink_status=sink.status, with_rm_api=with_api
+        store,
+        principals,
+        settings=settings,
+        teams=teams,
+        oidc=oidc,
+        sink_status=sink.status,
+        with_rm_api=with_api,
+        controls=controls,
     )
     runner = ApiRunner(app, header_timeout=settings.api_header_timeout)
     await runner.setup()
@@ -351,6 +375,8 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
     finally:
         await files.stop()
         await runner.cleanup()
+        if controls is not None:
+            await controls.stop()
         if oidc is not None:
             await oidc.close()
         await store.close()
@@ -366,4 +392,4 @@ def run_sink(settings: Settings, rules: Ruleset, with_api: bool) -> int:
         OidcConfig.from_settings(settings)  # a bad single sign-on setting stops the start here, naming it
         read_teams(settings)
     metrics.BUILD_INFO.labels(version=__version__, rule_version=rules.rule_version).set(1)
-    return asyncio.run(serve(settings, principals, with_api))
+    return asyncio.run(serve(settings, principals, with_api, rules))

@@ -1,4 +1,5 @@
-"""The alert store in PostgreSQL: idempotent alert inserts, client snapshots, the lifecycle, the audit trail.
+"""The alert store in PostgreSQL: idempotent alert inserts, client snapshots, the lifecycle, the audit trail,
+and the snoozes people gave (their audit, and the outbox of their control events).
 
 Every statement is parameterised; the visibility of an alert (the caller's
 `Scope`) is part of each query, so an alert outside it is simply not found.
@@ -10,12 +11,12 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg  # type: ignore[import-untyped]
 import orjson
@@ -23,6 +24,7 @@ import orjson
 from handlers.access import Scope
 from handlers.lifecycle import TRANSITIONS
 from schemas.alerts import Alert
+from schemas.controls import ControlEvent
 from schemas.snapshot import SNAPSHOT_FIELDS, ClientSnapshot
 
 log = logging.getLogger(__name__)
@@ -66,6 +68,7 @@ class AlertFilter:
     """Only alerts with no RM (`rm_id=unassigned` in the API)."""
     statuses: tuple[str, ...] = ()
     types: tuple[str, ...] = ()
+    severities: tuple[str, ...] = ()
     since: datetime | None = None
     """occurred_at >= since."""
     client_id: str | None = None
@@ -113,13 +116,22 @@ def _iso(value: datetime | None) -> str | None:
     return aware(value).isoformat() if value is not None else None
 
 
-Position = tuple[datetime, str]
-"""Where a page ended: (occurred_at, alert_id) of its last alert."""
+Position = tuple[datetime, str] | tuple[int, datetime, str]
+"""Where a page ended: (occurred_at, alert_id) of its last alert, with its priority first when sorted by priority."""
+
+Sort = Literal["newest", "priority"]
+SORTS: tuple[Sort, ...] = ("newest", "priority")
+_KEYS: dict[str, tuple[tuple[str, str], ...]] = {
+    "newest": (("occurred_at", "timestamptz"), ("alert_id", "text")),
+    "priority": (("priority", "smallint"), ("occurred_at", "timestamptz"), ("alert_id", "text")),
+}
+"""The sort keys of each order (all descending) with their SQL types."""
 
 
 _ALERT_COLUMNS = (
-    "a.alert_id, a.type, a.severity, a.client_id, a.rm_id, a.tier, a.occurred_at, a.detected_at, a.title, "
-    "a.facts::text AS facts, a.rule_version, a.source_event_ids, a.status, a.stored_at, a.updated_at"
+    "a.alert_id, a.type, a.severity, a.priority, a.client_id, a.rm_id, a.tier, a.occurred_at, a.detected_at, "
+    "a.title, a.titles::text AS titles, a.facts::text AS facts, a.rule_version, a.source_event_ids, a.status, "
+    "a.stored_at, a.updated_at"
 )
 
 
@@ -128,12 +140,15 @@ def _alert_json(row: asyncpg.Record) -> dict[str, Any]:
         "alert_id": row["alert_id"],
         "type": row["type"],
         "severity": row["severity"],
+        "priority": row["priority"],
         "client_id": row["client_id"],
         "rm_id": row["rm_id"],
         "tier": row["tier"],
         "occurred_at": _iso(row["occurred_at"]),
         "detected_at": _iso(row["detected_at"]),
         "title": row["title"],
+        # Alerts of workers that wrote no titles have their English title only.
+        "titles": orjson.loads(row["titles"]) if row["titles"] is not None else {"en": row["title"]},
         "facts": orjson.loads(row["facts"]),
         "rule_version": row["rule_version"],
         "source_event_ids": list(row["source_event_ids"]),
@@ -167,6 +182,24 @@ def _snapshot_json(row: asyncpg.Record) -> dict[str, Any]:
     return out
 
 
+_CONTROL_COLUMNS = "event_id, client_id, kind, alert_type, occurred_at, until, actor, actor_role, reason, published_at"
+
+
+def _control_json(row: asyncpg.Record) -> dict[str, Any]:
+    """A snooze or unsnooze as the API shows it: what, until when, who in which role, why, and whether it is out."""
+    return {
+        "event_id": row["event_id"],
+        "kind": row["kind"],
+        "alert_type": row["alert_type"],
+        "at": _iso(row["occurred_at"]),
+        "until": _iso(row["until"]),
+        "actor": row["actor"],
+        "actor_role": row["actor_role"],
+        "reason": row["reason"],
+        "published_at": _iso(row["published_at"]),
+    }
+
+
 class _Query:
     """A WHERE clause built from numbered parameters only."""
 
@@ -194,8 +227,8 @@ class _Query:
 
 _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS alert_staging (
-    alert_id text, type text, severity text, client_id text, rm_id text, tier text,
-    occurred_at timestamptz, detected_at timestamptz, title text, facts text,
+    alert_id text, type text, severity text, priority smallint, client_id text, rm_id text, tier text,
+    occurred_at timestamptz, detected_at timestamptz, title text, titles text, facts text,
     rule_version text, source_event_ids text[]
 ) ON COMMIT DELETE ROWS
 """
@@ -203,12 +236,14 @@ _STAGING_COLUMNS = (
     "alert_id",
     "type",
     "severity",
+    "priority",
     "client_id",
     "rm_id",
     "tier",
     "occurred_at",
     "detected_at",
     "title",
+    "titles",
     "facts",
     "rule_version",
     "source_event_ids",
@@ -216,8 +251,8 @@ _STAGING_COLUMNS = (
 _INSERT_FROM_STAGING = f"""
 WITH ins AS (
     INSERT INTO alerts ({", ".join(_STAGING_COLUMNS)})
-    SELECT alert_id, type, severity, client_id, rm_id, tier, occurred_at, detected_at, title,
-           facts::jsonb, rule_version, source_event_ids
+    SELECT alert_id, type, severity, priority, client_id, rm_id, tier, occurred_at, detected_at, title,
+           titles::jsonb, facts::jsonb, rule_version, source_event_ids
     FROM alert_staging
     ON CONFLICT (alert_id) DO NOTHING
     RETURNING alert_id, stored_at
@@ -336,7 +371,10 @@ class AlertStore:
 
     # ------------------------------------------------------------------ writes from the stream
     async def insert_alerts(self, alerts: Sequence[Alert]) -> int:
-        """Store alerts not stored before (by alert_id), in one transaction; return how many were new."""
+        """Store alerts not stored before (by alert_id), in one transaction; return how many were new.
+
+        Every alert must carry its priority (the sink works out the priority of an older worker's alert).
+        """
         if not alerts:
             return 0
         records = [
@@ -344,12 +382,14 @@ class AlertStore:
                 a.alert_id,
                 a.type,
                 a.severity,
+                a.priority,
                 a.client_id,
                 a.rm_id,
                 a.tier,
                 a.occurred_at,
                 a.detected_at,
                 a.title,
+                orjson.dumps(a.titles).decode() if a.titles is not None else None,
                 orjson.dumps(a.facts).decode(),
                 a.rule_version,
                 list(a.source_event_ids),
@@ -386,9 +426,11 @@ class AlertStore:
 
     # ------------------------------------------------------------------ reads for the API
     async def list_alerts(
-        self, scope: Scope, flt: AlertFilter, *, limit: int = 50, after: Position | None = None
+        self, scope: Scope, flt: AlertFilter, *, limit: int = 50, after: Position | None = None, sort: Sort = "newest"
     ) -> AlertPage:
-        """Newest first by (occurred_at, alert_id): a keyset page, stable while alerts are added."""
+        """A keyset page, stable while alerts are added: newest first by (occurred_at, alert_id), or by priority
+        first (highest), then newest. `after` is a position of the same order."""
+        keys = _KEYS[sort]
         q = _Query()
         q.scope(scope)
         if flt.unassigned:
@@ -399,22 +441,29 @@ class AlertStore:
             q.where.append(f"a.status = ANY({q.param(list(flt.statuses))}::text[])")
         if flt.types:
             q.where.append(f"a.type = ANY({q.param(list(flt.types))}::text[])")
+        if flt.severities:
+            q.where.append(f"a.severity = ANY({q.param(list(flt.severities))}::text[])")
         if flt.since is not None:
             q.where.append(f"a.occurred_at >= {q.param(flt.since)}")
         if flt.client_id is not None:
             q.where.append(f"a.client_id = {q.param(flt.client_id)}")
         if after is not None:
-            at, after_id = after
-            q.where.append(f"(a.occurred_at, a.alert_id) < ({q.param(at)}::timestamptz, {q.param(after_id)}::text)")
-        sql = (
-            f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()} "
-            f"ORDER BY a.occurred_at DESC, a.alert_id DESC LIMIT {q.param(limit + 1)}"
-        )
+            if len(after) != len(keys):
+                raise ValueError(f"a position of the {sort} order has {len(keys)} parts")
+            columns = ", ".join(f"a.{name}" for name, _ in keys)
+            values = ", ".join(f"{q.param(v)}::{sql_type}" for v, (_, sql_type) in zip(after, keys, strict=True))
+            q.where.append(f"({columns}) < ({values})")
+        order = ", ".join(f"a.{name} DESC" for name, _ in keys)
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()} ORDER BY {order} LIMIT {q.param(limit + 1)}"
         async with self._require().acquire() as conn:
             rows = await conn.fetch(sql, *q.args)
         more = len(rows) > limit
         rows = rows[:limit]
-        next_after = (aware(rows[-1]["occurred_at"]), rows[-1]["alert_id"]) if more and rows else None
+        next_after: Position | None = None
+        if more and rows:
+            last = rows[-1]
+            at, alert_id = aware(last["occurred_at"]), last["alert_id"]
+            next_after = (last["priority"], at, alert_id) if sort == "priority" else (at, alert_id)
         return AlertPage([_alert_json(r) for r in rows], next_after)
 
     async def get_alert(self, alert_id: str, scope: Scope) -> dict[str, Any] | None:
@@ -482,6 +531,98 @@ class AlertStore:
                 client_id,
             )
         return _snapshot_json(row) if row is not None else None
+
+    # ------------------------------------------------------------------ snoozes: audit trail and outbox
+    async def record_control(self, event: ControlEvent, raw: bytes, actor_role: str) -> dict[str, Any]:
+        """Keep a snooze or unsnooze in the audit trail, with the control event to publish (`raw`)."""
+        async with self._require().acquire() as conn:
+            row = await conn.fetchrow(
+                "INSERT INTO client_controls"
+                " (event_id, client_id, kind, alert_type, occurred_at, until, actor, actor_role, reason, event)"
+                f" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_CONTROL_COLUMNS}",
+                event.event_id,
+                event.client_id,
+                event.kind,
+                event.alert_type,
+                event.occurred_at,
+                event.until if event.kind == "snooze" else None,
+                event.actor,
+                actor_role,
+                event.reason,
+                raw.decode(),
+            )
+        return _control_json(row)
+
+    async def publish_controls(
+        self, send: Callable[[list[tuple[str, str, bytes]]], Awaitable[None]], client_id: str | None = None
+    ) -> int:
+        """Publish the control events not published yet (of one client, or all), oldest first; return how many.
+
+        `send` gets (client_id, kind, event bytes) of each.
+
+        The rows stay locked while `send` waits for the broker, and are stamped in
+        the same transaction: a concurrent publisher waits, then finds them done,
+        so one client's events reach the topic in the order they were recorded. If
+        `send` fails nothing is stamped and the same rows are sent again later.
+        """
+        async with self._require().acquire() as conn, conn.transaction():
+            if client_id is None:
+                rows = await conn.fetch(
+                    "SELECT id, client_id, kind, event FROM client_controls WHERE published_at IS NULL"
+                    " ORDER BY id LIMIT 500 FOR UPDATE"
+                )
+            else:
+                rows = await conn.fetch(
+                    "SELECT id, client_id, kind, event FROM client_controls"
+                    " WHERE published_at IS NULL AND client_id = $1 ORDER BY id FOR UPDATE",
+                    client_id,
+                )
+            if not rows:
+                return 0
+            await send([(r["client_id"], r["kind"], r["event"].encode()) for r in rows])
+            await conn.execute(
+                "UPDATE client_controls SET published_at = now() WHERE id = ANY($1::bigint[])", [r["id"] for r in rows]
+            )
+        return len(rows)
+
+    async def control(self, event_id: str) -> dict[str, Any] | None:
+        async with self._require().acquire() as conn:
+            row = await conn.fetchrow(f"SELECT {_CONTROL_COLUMNS} FROM client_controls WHERE event_id = $1", event_id)
+        return _control_json(row) if row is not None else None
+
+    async def unpublished_controls(self) -> int:
+        async with self._require().acquire() as conn:
+            count: int = await conn.fetchval("SELECT count(*) FROM client_controls WHERE published_at IS NULL")
+        return count
+
+    async def snoozes(self, client_id: str, *, history: int = 50) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """(the client's snoozes in force now, one per type; its snooze trail, newest first, at most `history`)."""
+        async with self._require().acquire() as conn:
+            active = await conn.fetch(
+                f"SELECT {_CONTROL_COLUMNS} FROM ("
+                " SELECT DISTINCT ON (alert_type) * FROM client_controls WHERE client_id = $1"
+                " ORDER BY alert_type, id DESC"
+                ") latest WHERE kind = 'snooze' AND until > now() ORDER BY until, alert_type",
+                client_id,
+            )
+            trail = await conn.fetch(
+                f"SELECT {_CONTROL_COLUMNS} FROM client_controls WHERE client_id = $1 ORDER BY id DESC LIMIT $2",
+                client_id,
+                history,
+            )
+        return [_control_json(r) for r in active], [_control_json(r) for r in trail]
+
+    async def active_snooze(self, client_id: str, alert_type: str) -> dict[str, Any] | None:
+        async with self._require().acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_CONTROL_COLUMNS}, until > now() AS in_force FROM client_controls"
+                " WHERE client_id = $1 AND alert_type = $2 ORDER BY id DESC LIMIT 1",
+                client_id,
+                alert_type,
+            )
+        if row is None or row["kind"] != "snooze" or not row["in_force"]:
+            return None
+        return _control_json(row)
 
     # ------------------------------------------------------------------ API secrets, sessions, sign-in attempts
     async def api_secret(self, name: str) -> bytes:

@@ -1,4 +1,5 @@
-"""The RM API over HTTP on a real PostgreSQL: authentication, per-RM isolation, lifecycle, pagination, bad input."""
+"""The RM API over HTTP on a real PostgreSQL: authentication, per-RM isolation, lifecycle, pagination (newest first
+and by priority), bad input."""
 
 from __future__ import annotations
 
@@ -238,6 +239,46 @@ async def test_pagination_has_no_duplicates_or_gaps_while_alerts_arrive(world: W
     assert pages >= 5
 
 
+async def test_the_inbox_by_priority_then_newest_in_keyset_pages(world: World) -> None:
+    severities = {100: "critical", 85: "critical", 55: "warning", 25: "info", 10: "info"}
+    alerts = [
+        make_alert(f"{world.rm_a}-p{i:02d}", rm_id=world.rm_a, minute=i).model_copy(
+            update={"priority": priority, "severity": severities[priority]}
+        )
+        for i, priority in enumerate([10, 100, 55, 85, 10, 55, 25, 100, 85, 55, 10, 25])
+    ]
+    await world.store.insert_alerts(alerts)
+    seen: list[dict[str, Any]] = []
+    cursor: str | None = None
+    while True:
+        params = {"rm_id": world.rm_a, "sort": "priority", "limit": "5", **({"cursor": cursor} if cursor else {})}
+        page = await _ok(await world.get("alice", "/api/alerts", **params))
+        seen += page["alerts"]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+        newest_cursor = cursor
+    keys = [(a["priority"], a["occurred_at"], a["alert_id"]) for a in seen]
+    assert len(keys) == len(alerts) == len({k[2] for k in keys})
+    assert keys == sorted(keys, reverse=True), "highest priority first, then newest"
+    assert [k[0] for k in keys[:2]] == [100, 100] and keys[0][1] > keys[1][1]
+
+    # A cursor continues only the order it was given for.
+    body = await _ok(await world.get("alice", "/api/alerts", rm_id=world.rm_a, cursor=newest_cursor), 400)
+    assert "sort order" in body["message"]
+    newest = await _ok(await world.get("alice", "/api/alerts", rm_id=world.rm_a, limit="5"))
+    body = await _ok(
+        await world.get("alice", "/api/alerts", rm_id=world.rm_a, sort="priority", cursor=newest["next_cursor"]), 400
+    )
+    assert "sort order" in body["message"]
+
+    critical = await _ok(await world.get("alice", "/api/alerts", rm_id=world.rm_a, severity="critical", limit="200"))
+    assert sorted(a["priority"] for a in critical["alerts"]) == [85, 85, 100, 100]
+    both = await _ok(await world.get("alice", "/api/alerts", rm_id=world.rm_a, severity="info,warning", limit="200"))
+    assert len(both["alerts"]) == 8 and {a["severity"] for a in both["alerts"]} == {"info", "warning"}
+    assert all(set(a["titles"]) == {"en", "zh-CN"} for a in seen)
+
+
 async def test_client_page_shows_snapshot_and_recent_alerts(world: World) -> None:
     client_id = f"c-{world.rm_a}"
     older, newer = (
@@ -291,6 +332,10 @@ async def test_client_page_shows_snapshot_and_recent_alerts(world: World) -> Non
         ({"cursor": "WyIyMDI2LTAzLTAxVDEwOjAwOjAwKzAwOjAwIiwiYS0xIl0"}, "cursor"),  # an unsigned position
         ({"cursor": ""}, "cursor"),
         ({"colour": "red"}, "unknown query parameter"),
+        ({"sort": "oldest"}, "sort"),
+        ({"sort": "priority", "cursor": "x.y"}, "cursor"),
+        ({"severity": "fatal"}, "severity"),
+        ({"severity": "Critical"}, "severity"),
         ({"rm_id": "x" * 65}, "rm_id"),
         ({"client_id": "a\x01b"}, "client_id"),
     ],
@@ -379,7 +424,7 @@ async def test_database_unreachable_is_503_not_500() -> None:
 async def test_random_input_never_gets_a_500(world: World) -> None:
     rnd = random.Random(20260301)
     alphabet = [chr(i) for i in range(0, 0x3000, 7)] + ["\ud800", "%", "&", "=", "+", "/", "?", "#", "\\", '"']
-    keys = ["rm_id", "status", "type", "since", "limit", "cursor", "client_id"]
+    keys = ["rm_id", "status", "type", "severity", "sort", "since", "limit", "cursor", "client_id"]
     for _ in range(100):
         text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 80)))
         quoted = quote(text, safe="", errors="surrogatepass")

@@ -44,3 +44,10 @@ def test_a_cursor_is_refused_for_another_caller_another_key_or_any_edit() -> Non
     ):
         with pytest.raises(CursorError):
             decode_cursor(KEY, ALICE, edited)
+
+
+def test_a_by_priority_cursor_carries_the_priority() -> None:
+    at = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    cursor = encode_cursor(KEY, ALICE, (85, at, "alert-1"))
+    assert decode_cursor(KEY, ALICE, cursor) == (85, at, "alert-1")
+    assert decode_cursor(KEY, ALICE, encode_cursor(KEY, ALICE, (at, "alert-1"))) == (at, "alert-1")

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from handlers.lifecycle import STATUSES
-from schemas.alerts import ALERT_TYPES
+from schemas.alerts import ALERT_TYPES, SNOOZABLE_TYPES
 from streams.api.app import create_api
 from streams.api.auth import Principals
 from streams.sink.store import AlertStore
@@ -21,7 +21,11 @@ def test_openapi_documents_exactly_the_served_routes() -> None:
         (r.method.lower(), r.resource.canonical) for r in app.router.routes() if r.method != "HEAD" and r.resource
     }
     doc = yaml.safe_load((ROOT / "docs" / "openapi.yaml").read_text())
-    documented = {(method, path) for path, item in doc["paths"].items() for method in item if method in {"get", "post"}}
+    methods = {"get", "post", "delete"}
+    documented = {(method, path) for path, item in doc["paths"].items() for method in item if method in methods}
     assert served == documented
     assert doc["components"]["schemas"]["Status"]["enum"] == list(STATUSES)
     assert doc["components"]["schemas"]["AlertType"]["enum"] == list(ALERT_TYPES)
+    assert doc["components"]["schemas"]["SnoozableType"]["enum"] == list(SNOOZABLE_TYPES)
+    listing = {p["name"]: p for p in doc["paths"]["/api/alerts"]["get"]["parameters"]}
+    assert "|".join(ALERT_TYPES) in listing["type"]["schema"]["items"]["pattern"]
