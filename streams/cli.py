@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=200.0, help="events per second")
     p.add_argument("--duration", type=float, default=None, help="seconds (default: until Ctrl-C)")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--history-days",
+        type=float,
+        default=0.0,
+        help="onboard the bank this many days ago and send its recent past first (wall-clock stamps)",
+    )
     p.add_argument("--dump", type=Path, default=None, help="write a replay file instead of producing")
     p.add_argument("--events", type=int, default=10_000, help="with --dump: number of events")
     p.set_defaults(func=cmd_simulate)

@@ -45,6 +45,8 @@ from streams.topics import ensure_topics
 COLOURS = {"critical": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
 RESET = "\033[0m"
 PROGRESS_SECONDS = 5.0
+HISTORY_DAYS = 45.0
+"""The synthetic bank's recent past, sent first: birthdays and unanswered complaints come due in it."""
 
 
 def format_alert(alert: dict[str, Any], colour: bool = False) -> str:
@@ -199,7 +201,11 @@ class Demo:
                 await asyncio.wait_for(stop.wait(), PROGRESS_SECONDS)
             status = await asyncio.get_running_loop().run_in_executor(None, self.worker_status)
             processed = status.get("processed", "-") if status else "starting"
-            self.say(f"-- events sent {self.sent}, processed {processed}, alerts {self.alerts}")
+            held = ", ".join(f"{reason} {n}" for reason, n in sorted((status.get("suppressed") or {}).items()))
+            self.say(
+                f"-- events sent {self.sent}, processed {processed}, alerts {self.alerts}"
+                + (f", held back: {held}" if held else "")
+            )
 
     async def wait_worker_ready(self, stop: asyncio.Event, timeout: float = 90.0) -> None:
         loop = asyncio.get_running_loop()
@@ -233,7 +239,9 @@ class Demo:
         await self.wait_worker_ready(stop)
         tasks.append(
             asyncio.create_task(
-                produce_live(load_settings(), self.args.clients, self.args.rate, None, 7, stop, on_sent, 2.0)
+                produce_live(
+                    load_settings(), self.args.clients, self.args.rate, None, 7, stop, on_sent, 2.0, HISTORY_DAYS
+                )
             )
         )
         deadline = None if self.args.duration is None else time.monotonic() + self.args.duration

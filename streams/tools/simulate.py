@@ -8,7 +8,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
@@ -39,8 +39,15 @@ async def produce_live(
     stop: asyncio.Event,
     on_sent: Callable[[int], None] | None = None,
     settle_seconds: float = 0.0,
+    history_days: float = 0.0,
 ) -> int:
-    """Onboard the bank, then send events stamped with the wall clock at `rate` per second."""
+    """Onboard the bank, then send events stamped with the wall clock at `rate` per second.
+
+    With `history_days`, the bank is onboarded that many days ago and its recent
+    past (ten events a client, stamped over those days) is sent at once first: a
+    worker on the wall clock then also shows what takes days to come due
+    (birthdays, complaints nobody called back, quiet clients).
+    """
     await ensure_topics(settings)
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
     await producer.start()
@@ -56,19 +63,32 @@ async def produce_live(
             on_sent(sent)
 
     try:
-        for record in bank.onboarding(datetime.now(UTC)):
+        start = datetime.now(UTC) - timedelta(days=history_days)
+        for record in bank.onboarding(start):
             await send(*record)
         await producer.flush()
         if settle_seconds:
             # Reference data first: give the worker time to take the onboarding in.
             await asyncio.sleep(settle_seconds)
+        if history_days:
+            past = clients * 10
+            step = timedelta(days=history_days) / past
+            for n in range(1, past + 1):
+                at = (start + step * n).replace(microsecond=0)
+                for record in bank.due(at):
+                    await send(*record)
+                await send(*bank.event(at))
+            await producer.flush()
         started = time.monotonic()
         interval = 1.0 / rate if rate > 0 else 0.0
         due = started
         while not stop.is_set():
             if duration is not None and time.monotonic() - started >= duration:
                 break
-            await send(*bank.event(datetime.now(UTC)))
+            now = datetime.now(UTC)
+            for record in bank.due(now):  # RMs calling back after complaints
+                await send(*record)
+            await send(*bank.event(now))
             due += interval
             delay = due - time.monotonic()
             if delay > 0:
@@ -94,7 +114,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        return await produce_live(settings, args.clients, args.rate, args.duration, args.seed, stop)
+        return await produce_live(
+            settings, args.clients, args.rate, args.duration, args.seed, stop, history_days=args.history_days
+        )
 
     sent = asyncio.run(main())
     print(f"sent {sent} events")

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict, defaultdict
+from collections import Counter, OrderedDict, defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -120,6 +120,8 @@ class Pipeline:
         """Keys recovered from more than one changelog partition: the latest value from each."""
         self._snapshot_due: set[str] = set()
         self.processed = 0
+        self.suppressed: Counter[str] = Counter()
+        """Alerts held back since start, by reason (cooldown, consent, snoozed)."""
         self.busy_from: float | None = None
         """Wall time the first batch with input started, and the last one ended: the throughput span."""
         self.busy_until: float | None = None
@@ -372,6 +374,7 @@ class Pipeline:
             metrics.ALERTS_EMITTED.labels(type=alert_type, severity=severity).inc(n)
         for (alert_type, reason), n in counts.suppressed.items():
             metrics.ALERTS_SUPPRESSED.labels(type=alert_type, reason=reason).inc(n)
+            self.suppressed[reason] += n
         if counts.erased:
             metrics.CLIENTS_ERASED.inc(counts.erased)
         if counts.sweeps:
@@ -408,6 +411,7 @@ class Pipeline:
         return {
             "ready": self.ready,
             "processed": self.processed,
+            "suppressed": dict(self.suppressed),
             "busy_from": self.busy_from,
             "busy_until": self.busy_until,
             "recovery": self._recovery_status(),

@@ -6,7 +6,11 @@ so a time-sorted history gives the same alerts either way.
 
 
 A synthetic, time-sorted history is written as a replay file and run through
-handlers.replay.Replay (the backtest driver) with `until` = T. The same records
+handlers.replay.Replay (the backtest driver) with `until` = T. It holds every
+input the rules read: birth dates, consent given and withdrawn, satisfaction
+scores, complaints followed up in time, late or never, and snoozes and
+unsnoozes on the controls topic (the synthetic bank's own, and some placed
+where they hold back an alert the history raises). The same records
 go to a real worker (event clock) on the session broker, then a tick
 {"now": T} to every partition of the ticks topic. The two sets of alerts must
 be equal in every field but detected_at. The worker's alerts are read once its
@@ -47,7 +51,8 @@ from handlers import engine
 from handlers.replay import Replay
 from handlers.ruleset import Ruleset
 from handlers.timeutil import to_us
-from schemas.alerts import Alert
+from schemas.alerts import NEVER_SNOOZED, Alert
+from schemas.topics import CONTROLS
 from streams.tools.synthetic import CLIENTS, TRANSACTIONS, Record, history
 from streams.topics import ensure_topics
 from tests.support import (
@@ -68,12 +73,14 @@ UNTIL = START + timedelta(days=400)
 
 DETECTED_AT = datetime(2030, 1, 1, tzinfo=UTC)
 RM_ONLY = frozenset({"rm_assigned", "profile_updated"})
-"""Client events that change nothing but the RM (and segment) the next alerts carry."""
+"""Client events that change nothing but the RM (and segment) the next alerts carry, unless they also carry a
+birth date or a contact preference."""
+PERSONAL = ("birth_date", "contact_preference")
 
 PHASE_TIMEOUT = 60.0
 ALERTS_TIMEOUT = 90.0
 
-Comparable = tuple[str, str, str, str, str, tuple[tuple[str, str], ...], str | None, str | None]
+Comparable = tuple[Any, ...]
 
 
 def comparable(alert: Alert | dict[str, Any]) -> Comparable:
@@ -82,11 +89,14 @@ def comparable(alert: Alert | dict[str, Any]) -> Comparable:
         data["alert_id"],
         data["type"],
         data["severity"],
+        data["priority"],
         data["client_id"],
         datetime.fromisoformat(data["occurred_at"]).isoformat(),
         tuple(sorted(data["facts"].items())),
         data["rm_id"],
         data["tier"],
+        data["title"],
+        tuple(sorted(data["titles"].items())),
     )
 
 
@@ -113,9 +123,11 @@ def may_interfere(a: Step, b: Step) -> bool:
     - taking `b` first moves the partition clock to b.at, so `a`'s client fires
       its clock rules due in (a.at, b.at] before `a` instead of after it;
     - for one client: reference data other than an RM change (onboarding,
-      maturities, closing) feeds other rules; an RM change is carried by every
-      alert of the other record; a complaint reads the tier a transaction may
-      change; the first activity of a dormant client is its reactivation.
+      maturities, closing, a birth date, consent) feeds other rules; an RM
+      change is carried by every alert of the other record; a snooze or
+      unsnooze decides whether the other record's alert is held back; a
+      complaint reads the tier a transaction may change; the first activity of
+      a dormant client is its reactivation.
     Interactions otherwise only move last activity and last RM contact forward
     (a maximum, whatever the order), which only clock rules read (first case),
     and a transaction's windows are relative to its own occurred_at.
@@ -126,6 +138,8 @@ def may_interfere(a: Step, b: Step) -> bool:
         return True
     if a.client != b.client:
         return False
+    if CONTROLS in (a.topic, b.topic):
+        return True
     kinds = {a.kind, b.kind}
     if CLIENTS in (a.topic, b.topic):
         client_step, other = (a, b) if a.topic == CLIENTS else (b, a)
@@ -175,6 +189,8 @@ class Phases:
         after = self.replay.states[key]
         dues.append(engine.next_due(self.rules, after))
         kind = value.get("kind") if topic != TRANSACTIONS else None
+        if topic == CLIENTS and any(field in value for field in PERSONAL):
+            kind = "personal"  # not an RM change only
         return Step(
             topic=topic,
             client=key,
@@ -236,18 +252,77 @@ async def wait_ticks_committed(bootstrap: str, group: str, ticks_topic: str, end
             await asyncio.sleep(0.1)
 
 
+def _at(record: Record) -> datetime:
+    return datetime.fromisoformat(str(record[2]["occurred_at"]))
+
+
+def with_snoozes(rules: Ruleset, records: list[Record], count: int = 8) -> list[Record]:
+    """`records` with a snooze before some of the alerts they raise (one of each snoozable type, not critical),
+    each covering its alert, and every other one ended by an unsnooze half a day later."""
+    alerts = list(Replay(rules, detected_at=DETECTED_AT).run_lines(encode_lines(records), UNTIL))
+    index_of = {str(r[2]["event_id"]): i for i, r in enumerate(records)}
+    chosen: dict[str, Alert] = {}  # one of each type, after the first week
+    for alert in alerts:
+        snoozable = alert.type not in NEVER_SNOOZED and alert.severity != "critical"
+        later = alert.occurred_at >= START + timedelta(days=7)
+        if snoozable and later and alert.source_event_ids and alert.type not in chosen and len(chosen) < count:
+            chosen[alert.type] = alert
+    inserts: list[tuple[int, Record]] = []
+    for number, alert in enumerate(chosen.values()):
+        position = index_of[alert.source_event_ids[0]]
+        at = _at(records[position])
+        snooze = {
+            "event_id": f"eq-snooze-{number}",
+            "client_id": alert.client_id,
+            "occurred_at": at.isoformat(),
+            "kind": "snooze",
+            "alert_type": alert.type,
+            "until": (at + timedelta(days=2)).isoformat(),
+            "actor": "rm-eq",
+            "reason": "the client told us",
+        }
+        inserts.append((position, (CONTROLS, alert.client_id, snooze)))
+        if number % 2:
+            later = next(
+                (i for i in range(position, len(records)) if _at(records[i]) >= at + timedelta(hours=12)), None
+            )
+            if later is not None:
+                ends = {
+                    "event_id": f"eq-unsnooze-{number}",
+                    "client_id": alert.client_id,
+                    "occurred_at": _at(records[later]).isoformat(),
+                    "kind": "unsnooze",
+                    "alert_type": alert.type,
+                    "actor": "rm-eq",
+                }
+                inserts.append((later, (CONTROLS, alert.client_id, ends)))
+    out = list(records)
+    for position, record in sorted(inserts, key=lambda p: p[0], reverse=True):
+        out.insert(position, record)
+    return out
+
+
+def encode_lines(records: list[Record]) -> list[bytes]:
+    return [orjson.dumps({"topic": t, "key": k, "value": v}) for t, k, v in records]
+
+
 def test_worker_and_backtest_give_the_same_alerts(broker: str, rules: Ruleset, tmp_path: Path) -> None:
-    records = list(history(3000, 60, seed=11, start=START))
-    assert records == sorted(records, key=lambda r: datetime.fromisoformat(str(r[2]["occurred_at"])))
+    records = with_snoozes(rules, list(history(3000, 60, seed=11, start=START, controls=True)))
+    assert records == sorted(records, key=_at)
     events = tmp_path / "events.jsonl"
     write_replay_file(events, records)
 
     # backtest: the replay file, in file order, clock at the watermark, then until
-    backtest = list(Replay(rules, detected_at=DETECTED_AT).run_lines(events.read_bytes().splitlines(), UNTIL))
+    replay = Replay(rules, detected_at=DETECTED_AT)
+    backtest = list(replay.run_lines(events.read_bytes().splitlines(), UNTIL))
     expected = {comparable(a) for a in backtest}
     assert len(expected) == len(backtest), "alert ids are unique"
     by_type = {a.type for a in backtest}
     assert by_type >= {"tier_upgrade", "large_outflow", "dormancy", "no_rm_contact", "complaint", "aum_drain"}
+    assert by_type >= {"birthday", "complaint_unanswered", "low_satisfaction"}
+    held = {reason for (_type, reason) in replay.summary.suppressed}
+    assert {"snoozed", "consent"} <= held, replay.summary.suppressed
+    assert replay.summary.events_by_topic[CONTROLS] >= 8 and not replay.summary.dead_letters
 
     plan = Phases(rules)
     plan.run(records, UNTIL)

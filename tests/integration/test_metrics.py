@@ -20,6 +20,7 @@ pytestmark = pytest.mark.broker
 
 CLIENT_A = "cli-metrics-a"
 CLIENT_B = "cli-metrics-b"
+CLIENT_C = "cli-metrics-c"
 ACCOUNT_A = "acct-9f1"
 ACCOUNT_B = "acct-9f2"
 PARTITIONS = 4
@@ -45,13 +46,15 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
 
 
 def _traffic(now: datetime) -> list[tuple[str, str, object]]:
-    """1 client event, 5 valid transactions (one repeated), 1 complaint, 2 invalid transactions.
+    """2 client events, 6 valid transactions (one repeated), 1 complaint, 2 invalid transactions.
 
     Events happened about two hours ago, so every event-lag observation falls in (3600, 86400].
     By the default rules: client A's first transaction (new_client_first_txn/info), a debit of
     120,000 at gold (large_outflow/warning), a second debit 1 minute later (its large_outflow
     suppressed by the 1 h cooldown; 230,000 in 7 days is outflow_velocity/warning), and B's
-    high-severity complaint (complaint/critical). A ends in gold, B in mass.
+    high-severity complaint (complaint/critical). C declined marketing contact: its first
+    transaction, 60,000 from another bank, is a thank-you call (new_client_first_txn/info) but its
+    large_inflow (over the mass limit of 50,000) is held back for consent. A and C end in gold, B in mass.
     """
     base = now.replace(microsecond=0) - timedelta(hours=2)
 
@@ -83,8 +86,18 @@ def _traffic(now: datetime) -> list[tuple[str, str, object]]:
         "initiated_by": "customer",
         "severity": "high",
     }
+    declined = {
+        "event_id": "m-on-c",
+        "client_id": CLIENT_C,
+        "occurred_at": at(0),
+        "kind": "onboarded",
+        "contact_preference": "service_only",
+    }
+    inflow = {**tx("m-8", CLIENT_C, "acct-9f3", 8, "60000", "credit"), "counterparty": {"bank": "external"}}
     return [
         ("bank.clients.v1", CLIENT_A, onboarded),
+        ("bank.clients.v1", CLIENT_C, declined),
+        ("bank.transactions.v1", CLIENT_C, inflow),
         ("bank.transactions.v1", CLIENT_A, tx("m-1", CLIENT_A, ACCOUNT_A, 1, "300000", "credit")),
         ("bank.transactions.v1", CLIENT_A, tx("m-2", CLIENT_A, ACCOUNT_A, 2, "120000", "debit")),
         ("bank.transactions.v1", CLIENT_A, tx("m-2", CLIENT_A, ACCOUNT_A, 2, "120000", "debit")),  # duplicate
@@ -113,7 +126,7 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
     prefix = unique_prefix()
     settings = make_settings(broker, prefix, partitions=PARTITIONS)
     asyncio.run(ensure_topics(settings))
-    tx_topic, ix_topic, cl_topic = settings.input_topics
+    tx_topic, ix_topic, cl_topic, _controls = settings.input_topics
     worker = new_worker(settings, tmp_path).start()
     try:
         worker.wait_ready()
@@ -121,19 +134,19 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
 
         def complete(s: Samples) -> bool:
             # A batch's counts are published together, after its alerts and dead letters are on
-            # the broker: once all 10 messages count as consumed, every other series is final, so
+            # the broker: once all 12 messages count as consumed, every other series is final, so
             # the exact values below hold no more and no less than this traffic caused.
             consumed = sum(series(s, "clientpulse_events_consumed_total").values())
             lag = series(s, "clientpulse_consumer_lag_messages")
-            return consumed >= 10 and len(lag) >= 3 * PARTITIONS
+            return consumed >= 12 and len(lag) >= len(settings.input_topics) * PARTITIONS
 
         # The lag timer first runs 15 s after the worker starts; everything else is there sooner.
-        s = scrape_until(worker, complete, timeout=35, what="10 messages consumed and a lag series per partition")
+        s = scrape_until(worker, complete, timeout=35, what="12 messages consumed and a lag series per partition")
 
         assert series(s, "clientpulse_events_consumed_total") == {
-            frozenset({("topic", tx_topic)}): 8,
+            frozenset({("topic", tx_topic)}): 9,
             frozenset({("topic", ix_topic)}): 1,
-            frozenset({("topic", cl_topic)}): 1,
+            frozenset({("topic", cl_topic)}): 2,
         }, worker.tail()
         assert series(s, "clientpulse_events_rejected_total") == {
             frozenset({("topic", tx_topic), ("reason", "invalid_json")}): 1,
@@ -141,21 +154,24 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
         }
         assert series(s, "clientpulse_events_duplicate_total") == {frozenset({("topic", tx_topic)}): 1}
         assert series(s, "clientpulse_alerts_emitted_total") == {
-            frozenset({("type", "new_client_first_txn"), ("severity", "info")}): 1,
+            frozenset({("type", "new_client_first_txn"), ("severity", "info")}): 2,
             frozenset({("type", "large_outflow"), ("severity", "warning")}): 1,
             frozenset({("type", "outflow_velocity"), ("severity", "warning")}): 1,
             frozenset({("type", "complaint"), ("severity", "critical")}): 1,
         }
-        assert series(s, "clientpulse_alerts_suppressed_total") == {frozenset({("type", "large_outflow")}): 1}
-        assert value(s, "clientpulse_clients", tier="gold") == 1
+        assert series(s, "clientpulse_alerts_suppressed_total") == {
+            frozenset({("type", "large_outflow"), ("reason", "cooldown")}): 1,
+            frozenset({("type", "large_inflow"), ("reason", "consent")}): 1,
+        }
+        assert value(s, "clientpulse_clients", tier="gold") == 2
         assert value(s, "clientpulse_clients", tier="mass") == 1
 
-        # One lag observation per applied event (7: not the repeat, not the dead letters),
+        # One lag observation per applied event (9: not the repeat, not the dead letters),
         # each about two hours: over the 3600 s bucket, within the 86400 s one.
-        assert value(s, "clientpulse_event_lag_seconds_count") == 7
+        assert value(s, "clientpulse_event_lag_seconds_count") == 9
         assert value(s, "clientpulse_event_lag_seconds_bucket", le="3600.0") == 0
-        assert value(s, "clientpulse_event_lag_seconds_bucket", le="86400.0") == 7
-        assert 7 * 6600 < (value(s, "clientpulse_event_lag_seconds_sum") or 0) < 7 * 7300
+        assert value(s, "clientpulse_event_lag_seconds_bucket", le="86400.0") == 9
+        assert 9 * 6600 < (value(s, "clientpulse_event_lag_seconds_sum") or 0) < 9 * 7300
 
         batches = value(s, "clientpulse_event_processing_seconds_count") or 0
         assert batches >= 1
@@ -178,7 +194,7 @@ def test_metrics_count_known_traffic_exactly(broker: str, tmp_path: Path, rules:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 for label_value in sample.labels.values():
-                    for secret in (CLIENT_A, CLIENT_B, ACCOUNT_A, ACCOUNT_B, "m-2"):
+                    for secret in (CLIENT_A, CLIENT_B, CLIENT_C, ACCOUNT_A, ACCOUNT_B, "m-2"):
                         assert secret not in label_value, f"{sample.name} carries {secret!r} in a label"
     finally:
         worker.stop()

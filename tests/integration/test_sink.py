@@ -23,7 +23,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from aiokafka import AIOKafkaConsumer, TopicPartition  # type: ignore[import-untyped]
 from prometheus_client import REGISTRY
 
-from handlers.ruleset import load_rules
+from handlers.access import Scope
+from handlers.ruleset import Ruleset, load_rules
 from handlers.state import ClientState
 from schemas.alerts import Alert
 from streams.api.app import create_api
@@ -374,3 +375,36 @@ async def test_clientpulse_sink_process_serves_the_rm_api(broker: str, database_
         terminate_group(proc, timeout=15)
         log.close()
     assert proc.returncode == 0, (tmp_path / "sink.log").read_text()
+
+
+async def test_alerts_of_an_older_worker_get_their_priority_from_the_sinks_rules(
+    broker: str, database_url: str, rules: Ruleset
+) -> None:
+    """An alert published before priority and titles existed is stored with the priority the sink's rules file
+    gives it (warning 40 + diamond 20 + aum_drain 5 by the shipped tables) and its English title only."""
+    settings = sink_settings(broker, database_url)
+    await ensure_topics(settings)
+    current = make_alert(client_id="c-new-worker")
+    older = current.model_dump(mode="json", exclude={"priority", "titles"})
+    older.update(alert_id=uuid.uuid4().hex, client_id="c-old-worker", type="aum_drain", severity="warning")
+    older["tier"] = "diamond"
+    await produce(
+        broker,
+        [
+            (settings.alerts_topic, b"c-old-worker", orjson.dumps(older)),
+            *alert_records(settings, [current]),
+        ],
+    )
+    sink = AlertSink(settings, AlertStore(database_url), rules=rules)
+    async with running(sink), offsets_of(broker, sink.group_id, settings.partitions) as committed:
+
+        async def done() -> bool:
+            return await committed(settings.alerts_topic) == 2
+
+        await wait_until(done, 30, "the sink to store both alerts")
+        everyone = Scope(None, True)
+        stored = await sink.store.get_alert(older["alert_id"], everyone)
+        assert stored is not None
+        assert (stored["priority"], stored["titles"]) == (65, {"en": older["title"]})
+        fresh = await sink.store.get_alert(current.alert_id, everyone)
+        assert fresh is not None and (fresh["priority"], fresh["titles"]) == (current.priority, current.titles)
