@@ -6,7 +6,7 @@ from decimal import Decimal
 
 import msgspec
 
-from handlers.state import AumMark, ClientState, Cooldown, Debit, FiredMaturity, Maturity
+from handlers.state import AumMark, ClientState, Cooldown, Debit, FiredMaturity, FollowUp, Maturity, Snooze
 from schemas.snapshot import SNAPSHOT_FIELDS, ClientSnapshot
 
 
@@ -91,3 +91,30 @@ def test_the_snapshot_has_the_published_shape() -> None:
     parsed = ClientSnapshot.model_validate(snapshot)
     assert parsed.aum == Decimal("39202.47") and parsed.tier == "gold" and parsed.rm_id == "rm-164"
     assert "acct-000042-01" not in str(snapshot)
+
+
+def test_the_later_fields_are_written_only_when_set_and_round_trip() -> None:
+    plain = _busy_state()
+    assert plain.to_bytes()[:3] == b"\xdc\x00\x15", "21 fields: the first stored form"
+    later = msgspec.structs.replace(
+        plain,
+        birthday="02-29",
+        birthday_due=1_790_000_000_000_000,
+        service_only=True,
+        follow_ups=[FollowUp(1_781_200_000_000_000, 1_781_188_617_000_000, "i-7", True)],
+        snoozes={"large_outflow": Snooze(1_781_188_617_000_000, 1_782_000_000_000_000)},
+    )
+    raw = later.to_bytes()
+    assert raw[:3] == b"\xdc\x00\x1a" and ClientState.from_bytes(raw) == later
+    for one_set in (
+        {"birthday": "03-20"},
+        {"birthday_due": 5},
+        {"service_only": True},
+        {"follow_ups": later.follow_ups},
+        {"snoozes": later.snoozes},
+    ):
+        state = msgspec.structs.replace(plain, **one_set)
+        assert ClientState.from_bytes(state.to_bytes()) == state, one_set
+
+    older_view = msgspec.msgpack.decode(raw, type=list)
+    assert len(older_view) == 26 and older_view[:21] == msgspec.msgpack.decode(plain.to_bytes(), type=list)
