@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg  # type: ignore[import-untyped]
 import pytest
@@ -90,6 +91,58 @@ async def test_concurrent_starts_migrate_safely(database_url: str) -> None:
         assert all(s.migrated for s in stores)
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_alerts_stored_before_priorities_existed_get_the_shipped_points(database_url: str) -> None:
+    """Migration 0003 on a store that already holds alerts: severity + tier + type points, capped at 100."""
+    name = f"clientpulse_old_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(database_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    url = urlunsplit(urlsplit(database_url)._replace(path=f"/{name}"))
+    try:
+        conn = await asyncpg.connect(url)
+        try:
+            for migration in [m for m in load_migrations() if m.version < 3]:
+                await conn.execute(migration.sql)
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL,"
+                " checksum text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for m in [m for m in load_migrations() if m.version < 3]:
+                await conn.execute("INSERT INTO schema_migrations VALUES ($1, $2, $3)", m.version, m.name, m.checksum)
+            for alert_id, type_, severity, tier in [
+                ("old-1", "complaint", "critical", "private"),  # 70 + 25 + 5, capped: 100
+                ("old-2", "aum_drain", "critical", "gold"),  # 70 + 5 + 5
+                ("old-3", "large_outflow", "warning", "platinum"),  # 40 + 15
+                ("old-4", "tier_upgrade", "info", None),  # 10 + 0
+            ]:
+                await conn.execute(
+                    "INSERT INTO alerts (alert_id, type, severity, client_id, rm_id, tier, occurred_at, detected_at,"
+                    " title, facts, rule_version, source_event_ids)"
+                    " VALUES ($1, $2, $3, 'c-1', 'rm-1', $4, now(), now(), 'old', '{}', 'v-old', '{}')",
+                    alert_id,
+                    type_,
+                    severity,
+                    tier,
+                )
+        finally:
+            await conn.close()
+        old = AlertStore(url)
+        await old.connect()
+        try:
+            assert await old.migrate() == [m.name for m in load_migrations() if m.version >= 3]
+            page = await old.list_alerts(Scope(None, True), AlertFilter(), sort="priority")
+            assert [(a["alert_id"], a["priority"], a["titles"]) for a in page.alerts] == [
+                ("old-1", 100, {"en": "old"}),
+                ("old-2", 80, {"en": "old"}),
+                ("old-3", 55, {"en": "old"}),
+                ("old-4", 10, {"en": "old"}),
+            ]
+        finally:
+            await old.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
 
 
 async def test_a_duplicated_alert_is_stored_once(store: AlertStore, database_url: str) -> None:
