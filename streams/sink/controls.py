@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from aiokafka.errors import KafkaError  # type: ignore[import-untyped]
 
 from streams import metrics
+from streams.kafka_client import client_kwargs
 from streams.settings import Settings
 from streams.sink.store import AlertStore
 
@@ -51,7 +52,7 @@ class ControlPublisher:
         # Kafka's default partitioner (murmur2 of the key, aiokafka's default): each record lands on its
         # client's partition, as the workers check.
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.settings.kafka_bootstrap,
+            **client_kwargs(self.settings),
             acks="all",
             request_timeout_ms=int(SEND_TIMEOUT * 1000),
             linger_ms=1,
