@@ -368,16 +368,17 @@ async def test_times_at_the_edges_come_back_with_their_offset_and_page_past(api:
     rm = api.rm_a
     conn = await asyncpg.connect(api.store.dsn)
     try:
-        # Stored before alert times were bounded (asyncpg writes these as +/-infinity).
+        # Stored before alert times were bounded (asyncpg writes these as +/-infinity); their priority as
+        # migration 0003 gave it (warning 40 + complaint 5).
         for alert_id, at in (
             (f"{rm}-max", "9999-12-31T23:59:59.999999+00:00"),
             (f"{rm}-min", "0001-01-01T00:00:00+00:00"),
             (f"{rm}-now", "2026-03-01T10:00:00+00:00"),
         ):
             await conn.execute(
-                "INSERT INTO alerts (alert_id, type, severity, client_id, rm_id, tier, occurred_at, detected_at,"
-                " title, facts, rule_version, source_event_ids)"
-                " VALUES ($1, 'complaint', 'warning', 'c-edge', $2, NULL, $3, $3, 't', '{}', 'v', '{}')",
+                "INSERT INTO alerts (alert_id, type, severity, priority, client_id, rm_id, tier, occurred_at,"
+                " detected_at, title, facts, rule_version, source_event_ids)"
+                " VALUES ($1, 'complaint', 'warning', 45, 'c-edge', $2, NULL, $3, $3, 't', '{}', 'v', '{}')",
                 alert_id,
                 rm,
                 datetime.fromisoformat(at),
