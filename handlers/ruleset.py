@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from handlers.timeutil import US_PER_DAY, US_PER_HOUR
 from schemas.alerts import ALERT_TYPES, NEVER_SNOOZED
 from schemas.errors import error_texts
-from schemas.rules import PriorityRules, RulesFile
+from schemas.rules import NotifyRules, PriorityRules, RulesFile
 from schemas.values import LOCALES, SEVERITIES, TIERS
 
 TIER_RANK: dict[str, int] = {t: i for i, t in enumerate(TIERS)}
@@ -71,6 +71,7 @@ class Ruleset:
     satisfaction_at_most: int
     priorities: dict[tuple[str, str, str | None], int]
     """(type, severity, tier or None) -> priority: every combination, looked up once per alert."""
+    notify: NotifyRules
 
     @property
     def history_window(self) -> int:
@@ -115,6 +116,7 @@ class Ruleset:
             follow_up_high=_hours(rules.complaint.high_severity_follow_up_hours),
             satisfaction_at_most=rules.satisfaction.alert_at_most,
             priorities=priority_table(rules.priority),
+            notify=rules.notify,
         )
 
     def tier_for(self, aum: int) -> str:

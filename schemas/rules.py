@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import re
 import zoneinfo
+from datetime import time
 from decimal import Decimal
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 
 from schemas.alerts import ALERT_TYPES
 from schemas.values import SEVERITIES, TIERS, Locale, Severity, Tier
@@ -114,6 +116,48 @@ class PriorityRules(_Strict):
         return self
 
 
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+
+
+def _clock_time(value: object) -> object:
+    # YAML reads an unquoted 21:00 as the number 1260 (sexagesimal); only "HH:MM" text is accepted.
+    if isinstance(value, time):
+        return value
+    if not isinstance(value, str) or not _CLOCK_TIME.match(value):
+        raise ValueError('must be a local time "HH:MM" (quoted in YAML), e.g. "21:00"')
+    hours, minutes = value.split(":")
+    return time(int(hours), int(minutes))
+
+
+def _hhmm(value: time) -> str:
+    return value.strftime("%H:%M")
+
+
+ClockTime = Annotated[time, BeforeValidator(_clock_time), PlainSerializer(_hhmm, return_type=str, when_used="json")]
+
+
+class QuietHours(_Strict):
+    start: ClockTime
+    """Included: an alert at exactly this local time is in the quiet hours."""
+    end: ClockTime
+    """Excluded: an alert at exactly this local time is not."""
+
+    @model_validator(mode="after")
+    def _differ(self) -> QuietHours:
+        if self.start == self.end:
+            raise ValueError("start and end must differ (set quiet_hours to null for none)")
+        return self
+
+
+class NotifyRules(_Strict):
+    daily_push_budget: Annotated[int, Field(ge=0, le=10_000)] = 15
+    """Pushes per RM per local day (critical ones included) before other alerts are held."""
+    quiet_hours: QuietHours | None = QuietHours(start=time(21), end=time(8))
+    digest_at: ClockTime = time(8)
+    remember_days: Annotated[int, Field(ge=1, le=90)] = 7
+    """How long, in the RM's own event time, decided alert ids and daily push counts are kept."""
+
+
 class RulesFile(_Strict):
     version: str = Field(min_length=1, max_length=64)
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -135,6 +179,8 @@ class RulesFile(_Strict):
     complaint: ComplaintRules = ComplaintRules()
     satisfaction: SatisfactionRules = SatisfactionRules()
     priority: PriorityRules = PriorityRules()
+    notify: NotifyRules = NotifyRules()
+    """What reaches each RM: budget, quiet hours, digests (docs/rules.md, "Notifications")."""
 
     @field_validator("timezone")
     @classmethod

@@ -54,6 +54,12 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
         "complaint": 0,
     },
     "dedupe_days": 7,
+    "notify": {
+        "daily_push_budget": 15,
+        "quiet_hours": {"start": "21:00", "end": "08:00"},
+        "digest_at": "08:00",
+        "remember_days": 7,
+    },
     "timezone": "Asia/Shanghai",
     "locale": "en",
     "birthday": {"min_tier": "platinum", "notice_days": 3},
