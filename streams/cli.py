@@ -63,6 +63,14 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return run_worker(settings, rules)
 
 
+def cmd_notifier(args: argparse.Namespace) -> int:
+    settings, rules = _load()
+    _setup_logging(settings.log_level)
+    from streams.notifier.run import run_notifier
+
+    return run_notifier(settings, rules)
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from streams.tools.embedded import EmbeddedBroker
 
@@ -107,7 +115,7 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.tools.backtest import run_backtest
 
-    return run_backtest(args.events, args.rules, args.out, args.until, args.summary)
+    return run_backtest(args.events, args.rules, args.out, args.until, args.summary, args.notifications)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
@@ -147,6 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     sub.add_parser("worker", help="run a stream worker (Faust)").set_defaults(func=cmd_worker)
+    sub.add_parser("notifier", help="run a notifier: pushes and digests for RMs (Faust)").set_defaults(
+        func=cmd_notifier
+    )
 
     p = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")
     p.add_argument("--port", type=int, default=9092)
@@ -166,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="alerts as JSON lines (default: stdout)")
     p.add_argument("--until", type=_parse_time, default=None, help="advance the clock to this time at the end")
     p.add_argument("--summary", type=Path, default=None, help="also write the summary as JSON here")
+    p.add_argument(
+        "--notifications", type=Path, default=None, help="also write the pushes and digests the notifier would send"
+    )
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser("simulate", help="feed a synthetic bank into the input topics")

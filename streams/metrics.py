@@ -55,6 +55,24 @@ CHANGELOG_SPLIT_KEYS = Counter(
     "Clients found in more than one changelog partition at recovery (input once produced with another partitioner)",
 )
 
+# ------------------------------------------------------------------ notifier
+NOTIFIER_REKEYED = Counter("clientpulse_notifier_rekeyed", "Alerts re-keyed by RM onto the notifier's input topic")
+NOTIFICATIONS_PUSHED = Counter(
+    "clientpulse_notifications_pushed", "Alerts pushed to rm.notifications.v1 at once", ["reason"]
+)
+NOTIFICATIONS_HELD = Counter("clientpulse_notifications_held", "Alerts held for the RM's next digest", ["reason"])
+DIGESTS_SENT = Counter("clientpulse_digests_sent", "Digests published to rm.digests.v1", ["reason"])
+DIGESTED_ALERTS = Counter("clientpulse_digested_alerts", "Alerts sent in a digest")
+NOTIFICATIONS_DUPLICATE = Counter(
+    "clientpulse_notifications_duplicate", "Alerts the notifier had already decided (re-deliveries), ignored"
+)
+NOTIFICATIONS_WAITING = Gauge(
+    "clientpulse_notifications_waiting", "Alerts held for a digest on the partitions this notifier owns"
+)
+NOTIFIER_BATCH_SECONDS = Histogram(
+    "clientpulse_notifier_batch_seconds", "Time to process one batch of the notifier's input", buckets=LATENCY_BUCKETS
+)
+
 # ------------------------------------------------------------------ sink
 STORE_WRITES = Counter("clientpulse_alert_store_writes", "Alerts written to PostgreSQL (new or already stored)")
 STORE_NEW = Counter("clientpulse_alert_store_inserted", "Alerts inserted that were not stored before")

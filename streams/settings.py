@@ -295,6 +295,23 @@ class Settings(BaseSettings):
         return self.topic(topics.SNAPSHOTS)
 
     @property
+    def notifications_topic(self) -> str:
+        return self.topic(topics.NOTIFICATIONS)
+
+    @property
+    def digests_topic(self) -> str:
+        return self.topic(topics.DIGESTS)
+
+    @property
+    def alerts_by_rm_topic(self) -> str:
+        return self.topic(f"{self.app_id}.{topics.ALERTS_BY_RM_SUFFIX}")
+
+    @property
+    def notifier_app_id(self) -> str:
+        """The notifier's Faust application id: its consumer group and the prefix of its changelogs."""
+        return f"{self.app_id}-notifier"
+
+    @property
     def ticks_topic(self) -> str:
         return self.topic(f"{self.app_id}.{topics.TICKS_SUFFIX}")
 

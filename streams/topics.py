@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
@@ -44,6 +45,10 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         TopicSpec(settings.ticks_topic, n, {"retention.ms": str(3600 * 1000)}),
         # Which dead letters `clientpulse redrive` published again: latest per dead letter, kept.
         TopicSpec(settings.redriven_topic, n, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.notifications_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
+        TopicSpec(settings.digests_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
+        # The notifier's input: alerts re-keyed by RM and its clock ticks, read within seconds.
+        TopicSpec(settings.alerts_by_rm_topic, n, {"retention.ms": RETENTION_WEEK_MS}),
     ]
 
 
@@ -61,16 +66,34 @@ def copartitioned_topics(settings: Settings) -> list[str]:
     ]
 
 
-def partition_mismatch(settings: Settings, counts: dict[str, int]) -> str | None:
+def notifier_copartitioned_topics(settings: Settings) -> list[str]:
+    """Topics whose partition N must hold the same RMs: the notifier's input and its table changelogs."""
+    return [
+        settings.alerts_by_rm_topic,
+        f"{settings.notifier_app_id}-rm-state-changelog",
+        f"{settings.notifier_app_id}-partition-clock-changelog",
+    ]
+
+
+Copartitioned = Callable[[Settings], list[str]]
+_WHAT_MEETS = {
+    copartitioned_topics: "A client's events, ticks and state",
+    notifier_copartitioned_topics: "An RM's alerts, ticks and state",
+}
+
+
+def partition_mismatch(
+    settings: Settings, counts: dict[str, int], copartitioned: Copartitioned = copartitioned_topics
+) -> str | None:
     """The error to stop with when the co-partitioned topics that exist differ in partition count, else None."""
-    present = {name: counts[name] for name in copartitioned_topics(settings) if name in counts}
+    present = {name: counts[name] for name in copartitioned(settings) if name in counts}
     if set(present.values()) <= {settings.partitions}:
         return None
     listed = ", ".join(f"{name} has {n}" for name, n in present.items())
     return (
         f"clientpulse: partition counts differ: {listed}; {ENV_NAMES['partitions']} is {settings.partitions}. "
-        "A client's events, ticks and state must share one partition number: recreate the odd topics with "
-        f"{settings.partitions} partitions (or set {ENV_NAMES['partitions']} to match them all); "
+        f"{_WHAT_MEETS.get(copartitioned, 'Their records')} must share one partition number: recreate the odd "
+        f"topics with {settings.partitions} partitions (or set {ENV_NAMES['partitions']} to match them all); "
         "partitions are never added or removed here"
     )
 
@@ -84,12 +107,17 @@ async def _partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dic
     return counts
 
 
-async def ensure_topics(settings: Settings, timeout: float = 30.0, check_partitions: bool = False) -> list[str]:
+async def ensure_topics(
+    settings: Settings,
+    timeout: float = 30.0,
+    check_partitions: bool = False,
+    copartitioned: Copartitioned = copartitioned_topics,
+) -> list[str]:
     """Create missing topics; return the names created. Existing topics are left as they are.
 
     Waits for Kafka first (one line and exit 2 when it cannot be reached). With
-    `check_partitions` (the worker and `clientpulse topics`), co-partitioned topics
-    whose partition counts differ stop the process (exit 2) naming each count.
+    `check_partitions` (the worker, the notifier and `clientpulse topics`), the
+    `copartitioned` topics whose partition counts differ stop the process (exit 2) naming each count.
     """
     await wait_for_kafka(settings)
     admin = AIOKafkaAdminClient(**client_kwargs(settings), request_timeout_ms=int(timeout * 1000))
@@ -105,8 +133,9 @@ async def ensure_topics(settings: Settings, timeout: float = 30.0, check_partiti
     try:
         existing = set(await admin.list_topics())
         if check_partitions:
-            names = [name for name in copartitioned_topics(settings) if name in existing]
-            problem = partition_mismatch(settings, await _partition_counts(admin, names)) if names else None
+            names = [name for name in copartitioned(settings) if name in existing]
+            counts = await _partition_counts(admin, names) if names else {}
+            problem = partition_mismatch(settings, counts, copartitioned) if names else None
             if problem:
                 raise ConfigError(problem)
         missing = [s for s in topic_specs(settings) if s.name not in existing]

@@ -1,0 +1,1 @@
+"""The notifier: what reaches each RM (pushes, digests)."""
