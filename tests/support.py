@@ -83,12 +83,13 @@ def kafka_kwargs(target: Target) -> dict[str, Any]:
 
 @dataclass
 class WorkerProcess:
-    """A `clientpulse worker` child process with its own web port."""
+    """A `clientpulse worker` (or `notifier`) child process with its own web port."""
 
     settings: Settings
     log_path: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
+    command: str = "worker"
 
     @property
     def web(self) -> str:
@@ -98,7 +99,7 @@ class WorkerProcess:
         env = {**os.environ, **settings_env(self.settings), **self.extra_env}
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli", "worker"],
+            [sys.executable, "-m", "streams.cli", self.command],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -158,9 +159,11 @@ class WorkerProcess:
             terminate_group(self.proc, timeout=15)
 
 
-def new_worker(settings: Settings, tmp_path: Path, name: str = "worker", **env: str) -> WorkerProcess:
+def new_worker(
+    settings: Settings, tmp_path: Path, name: str = "worker", command: str = "worker", **env: str
+) -> WorkerProcess:
     worker_settings = settings.model_copy(update={"web_port": free_port(), "data_dir": tmp_path / f"{name}-data"})
-    return WorkerProcess(worker_settings, tmp_path / f"{name}.log", dict(env))
+    return WorkerProcess(worker_settings, tmp_path / f"{name}.log", dict(env), command=command)
 
 
 async def produce(
