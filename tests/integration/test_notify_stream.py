@@ -47,8 +47,16 @@ from tests.integration.test_equivalence import (
     wait_ticks_committed,
     write_replay_file,
 )
-from tests.support import ROOT, GroupOffsets, WorkerProcess, end_offsets, make_settings, new_worker, read_to_end
-from tests.support import unique_prefix
+from tests.support import (
+    ROOT,
+    GroupOffsets,
+    WorkerProcess,
+    end_offsets,
+    make_settings,
+    new_worker,
+    read_to_end,
+    unique_prefix,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -94,7 +102,8 @@ async def wait_committed(broker: str, group: str, topic: str, ends: dict[int, in
     deadline = time.monotonic() + timeout
     async with GroupOffsets(broker, group) as offsets:
         while not await offsets.reached(topic, ends):
-            assert time.monotonic() < deadline, f"{group} committed {await offsets.of(topic, ends)} of {ends} on {topic}"
+            committed = await offsets.of(topic, ends)
+            assert time.monotonic() < deadline, f"{group} committed {committed} of {ends} on {topic}"
             await asyncio.sleep(0.1)
 
 
@@ -172,8 +181,17 @@ def test_the_notifier_sends_what_the_backtest_says(broker: str, tmp_path: Path) 
     # `clientpulse backtest --notifications`: the expected pushes and digests
     lines_file = tmp_path / "notifications.jsonl"
     subprocess.run(
-        [sys.executable, "-m", "streams.cli", "backtest", str(events), "--rules", str(rules_path)]
-        + ["--out", str(tmp_path / "alerts.jsonl"), "--notifications", str(lines_file), "--until", until.isoformat()],
+        [
+            *(sys.executable, "-m", "streams.cli", "backtest", str(events), "--rules", str(rules_path)),
+            *(
+                "--out",
+                str(tmp_path / "alerts.jsonl"),
+                "--notifications",
+                str(lines_file),
+                "--until",
+                until.isoformat(),
+            ),
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,
