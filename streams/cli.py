@@ -71,6 +71,14 @@ def cmd_notifier(args: argparse.Namespace) -> int:
     return run_notifier(settings, rules)
 
 
+def cmd_deliver(args: argparse.Namespace) -> int:
+    settings, rules = _load()
+    _setup_logging(settings.log_level)
+    from streams.deliver.service import run_deliver
+
+    return run_deliver(settings, rules)
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from streams.tools.embedded import EmbeddedBroker
 
@@ -157,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run a stream worker (Faust)").set_defaults(func=cmd_worker)
     sub.add_parser("notifier", help="run a notifier: pushes and digests for RMs (Faust)").set_defaults(
         func=cmd_notifier
+    )
+    sub.add_parser("deliver", help="deliver pushes and digests to webhooks, WeCom or DingTalk robots").set_defaults(
+        func=cmd_deliver
     )
 
     p = sub.add_parser("broker", help="run the embedded Tansu broker in the foreground")

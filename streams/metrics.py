@@ -73,6 +73,19 @@ NOTIFIER_BATCH_SECONDS = Histogram(
     "clientpulse_notifier_batch_seconds", "Time to process one batch of the notifier's input", buckets=LATENCY_BUCKETS
 )
 
+# ------------------------------------------------------------------ deliver
+DELIVERIES = Counter(
+    "clientpulse_deliveries",
+    "Pushes and digests per endpoint: delivered, dead_lettered, skipped_duplicate, no_route",
+    ["target", "kind", "outcome"],
+)
+DELIVERY_ATTEMPTS = Counter(
+    "clientpulse_delivery_attempts", "HTTP attempts per endpoint and what came of each", ["target", "result"]
+)
+DELIVERY_SECONDS = Histogram(
+    "clientpulse_delivery_seconds", "Time of one delivery attempt (request and answer)", buckets=LATENCY_BUCKETS
+)
+
 # ------------------------------------------------------------------ sink
 STORE_WRITES = Counter("clientpulse_alert_store_writes", "Alerts written to PostgreSQL (new or already stored)")
 STORE_NEW = Counter("clientpulse_alert_store_inserted", "Alerts inserted that were not stored before")

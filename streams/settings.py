@@ -257,6 +257,76 @@ class Settings(BaseSettings):
     )
     sink_batch_size: int = Field(500, validation_alias=_env("CLIENTPULSE_SINK_BATCH_SIZE"), ge=1, le=100_000)
     sink_backoff_max: float = Field(5.0, validation_alias=_env("CLIENTPULSE_SINK_BACKOFF_MAX"), gt=0, le=300)
+    workbench_url: str = Field(
+        "http://localhost:8080",
+        validation_alias=_env("CLIENTPULSE_WORKBENCH_URL"),
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL of the workbench (the sink's HTTP port) as RMs reach it: links in pushes and digests "
+        "point at `<this>/alerts/<alert_id>`.",
+    )
+    deliver_url: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_DELIVER_URL"),
+        pattern=r"^https?://[^\s]+$",
+        description="`clientpulse deliver`: one webhook for every push and digest (else a routes file). It may "
+        "hold a robot's key: keep it in a Secret.",
+    )
+    deliver_format: Literal["generic", "wecom", "dingtalk"] = Field(
+        "generic",
+        validation_alias=_env("CLIENTPULSE_DELIVER_FORMAT"),
+        description="Message format of `CLIENTPULSE_DELIVER_URL`: our signed JSON, a WeCom (企业微信) group robot, "
+        "or a DingTalk group robot.",
+    )
+    deliver_secret: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_DELIVER_SECRET"),
+        description="Shared secret of `CLIENTPULSE_DELIVER_URL`: generic, the HMAC-SHA256 key of the body "
+        "signature; dingtalk, the robot's signing secret.",
+    )
+    deliver_secret_file: Path | None = Field(
+        None, validation_alias=_env("CLIENTPULSE_DELIVER_SECRET_FILE"), description="The same secret, read from a file."
+    )
+    deliver_routes_file: Path | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_DELIVER_ROUTES_FILE"),
+        description="Routes file (YAML): named targets (URL, format, secret) and which RMs or teams go to which "
+        "(docs/operations.md, Delivery). Wins over `CLIENTPULSE_DELIVER_URL`.",
+    )
+    deliver_timeout: float = Field(
+        10.0,
+        validation_alias=_env("CLIENTPULSE_DELIVER_TIMEOUT"),
+        gt=0,
+        le=120,
+        description="Seconds one delivery attempt may take before it counts as a timeout (and is retried).",
+    )
+    deliver_attempts: int = Field(
+        6,
+        validation_alias=_env("CLIENTPULSE_DELIVER_ATTEMPTS"),
+        ge=1,
+        le=50,
+        description="Attempts per record and endpoint before it becomes a dead letter with the last answer.",
+    )
+    deliver_backoff_initial: float = Field(
+        1.0,
+        validation_alias=_env("CLIENTPULSE_DELIVER_BACKOFF_INITIAL"),
+        gt=0,
+        le=60,
+        description="Wait before the second attempt, in seconds; doubled for each further one.",
+    )
+    deliver_backoff_max: float = Field(
+        60.0,
+        validation_alias=_env("CLIENTPULSE_DELIVER_BACKOFF_MAX"),
+        gt=0,
+        le=3600,
+        description="Longest wait between two attempts, in seconds (also caps a `Retry-After`).",
+    )
+    deliver_concurrency: int = Field(
+        8,
+        validation_alias=_env("CLIENTPULSE_DELIVER_CONCURRENCY"),
+        ge=1,
+        le=256,
+        description="RMs whose records are delivered at the same time (one RM's records go in order).",
+    )
 
     def topic(self, name: str) -> str:
         return f"{self.topic_prefix}{name}"

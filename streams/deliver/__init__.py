@@ -1,0 +1,1 @@
+"""Delivery of pushes and digests to the bank's messaging (webhooks, WeCom and DingTalk robots)."""
