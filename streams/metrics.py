@@ -94,6 +94,7 @@ STORE_WRITE_SECONDS = Histogram(
 )
 STORE_UP = Gauge("clientpulse_alert_store_up", "1 when the last database write succeeded")
 STORE_FAILURES = Counter("clientpulse_alert_store_failures", "Failed database writes (retried)")
+API_STREAMS = Gauge("clientpulse_api_streams", "Open alert streams (GET /api/alerts/stream)")
 
 # ------------------------------------------------------------------ RM API: identity and HTTP
 AUTH_FAILURES = Counter(

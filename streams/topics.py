@@ -76,7 +76,7 @@ def notifier_copartitioned_topics(settings: Settings) -> list[str]:
 
 
 Copartitioned = Callable[[Settings], list[str]]
-_WHAT_MEETS = {
+_WHAT_MEETS: dict[Copartitioned, str] = {
     copartitioned_topics: "A client's events, ticks and state",
     notifier_copartitioned_topics: "An RM's alerts, ticks and state",
 }

@@ -31,6 +31,7 @@ from streams import metrics
 from streams.api.auth import Principal, Principals
 from streams.api.bodies import BodyError, read_body
 from streams.api.cursors import CursorError, decode_cursor, encode_cursor
+from streams.api.feed import FeedWaker, stream
 from streams.api.identity import SAFE_METHODS, AuthFailure, Gatekeeper, Identity, Teams
 from streams.api.oidc import OidcClient
 from streams.api.pages import Pages
@@ -46,6 +47,7 @@ STORE_KEY = web.AppKey("store", AlertStore)
 GATE_KEY = web.AppKey("gatekeeper", Gatekeeper)
 SINK_STATUS_KEY: web.AppKey[SinkStatus] = web.AppKey("sink_status")
 CONTROLS_KEY = web.AppKey("controls", ControlPublisher)
+FEED_KEY = web.AppKey("feed", FeedWaker)
 # aiohttp >= 3.12 has typed request keys; older versions take a plain string.
 PRINCIPAL_KEY: Any = web.RequestKey("principal", Principal) if hasattr(web, "RequestKey") else "principal"
 
@@ -56,7 +58,10 @@ MAX_ID_LENGTH = 64
 MAX_NOTE_LENGTH = 2000
 MAX_BODY_BYTES = 16 * 1024
 UNASSIGNED = "unassigned"
-LIST_PARAMS = frozenset({"rm_id", "status", "type", "severity", "since", "limit", "cursor", "client_id", "sort"})
+LIST_PARAMS = frozenset(
+    {"rm_id", "status", "type", "severity", "since", "limit", "cursor", "client_id", "sort", "after"}
+)
+MAX_SEQ = 2**63 - 1
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ITEM_LIST = re.compile(r"^[a-z_]+(?:,[a-z_]+)*$")
 _NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -234,10 +239,19 @@ def _parse_limit(text: str | None) -> int:
     return int(text)
 
 
+def _parse_after(text: str | None, what: str = "after") -> int | None:
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit() and len(text) <= 19) or int(text) > MAX_SEQ:
+        raise ApiError(400, "bad_request", f"{what}: a store sequence, an integer from 0 (the `seq` of an alert)")
+    return int(text)
+
+
 async def list_alerts(request: web.Request) -> web.Response:
     unknown = sorted(set(request.query) - LIST_PARAMS)
     if unknown:
         raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    after_seq = _parse_after(_single(request, "after"))
     rm_id = _single(request, "rm_id")
     client_id = _single(request, "client_id")
     since = _single(request, "since")
@@ -257,6 +271,11 @@ async def list_alerts(request: web.Request) -> web.Response:
     )
     limit = _parse_limit(_single(request, "limit"))
     principal = _principal(request)
+    if after_seq is not None:
+        if cursor is not None:
+            raise ApiError(400, "bad_request", "after and cursor: give one (after reads in store order, cursor pages)")
+        alerts = await _store(request).feed(principal.scope, flt, after=after_seq, limit=limit)
+        return _json({"alerts": alerts, "next_cursor": None, "next_after": alerts[-1]["seq"] if alerts else after_seq})
     key = await request.app[GATE_KEY].secret("cursor")
     try:
         after = decode_cursor(key, principal, cursor) if cursor is not None else None
@@ -267,6 +286,20 @@ async def list_alerts(request: web.Request) -> web.Response:
     page = await _store(request).list_alerts(principal.scope, flt, limit=limit, after=after, sort=sort)
     next_cursor = encode_cursor(key, principal, page.next_after) if page.next_after is not None else None
     return _json({"alerts": page.alerts, "next_cursor": next_cursor})
+
+
+async def stream_alerts(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events of the caller's new alerts; `after` or `Last-Event-ID` resumes after a sequence."""
+    unknown = sorted(set(request.query) - {"after"})
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    after = _parse_after(_single(request, "after"))
+    if after is None:
+        after = _parse_after(request.headers.get("Last-Event-ID"), "Last-Event-ID")
+    result: web.StreamResponse = await stream(
+        request, _store(request), request.app[FEED_KEY], _principal(request).scope, after
+    )
+    return result
 
 
 async def get_alert(request: web.Request) -> web.Response:
@@ -529,7 +562,14 @@ def create_api(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_page)
     if with_rm_api:
+        waker = app[FEED_KEY] = FeedWaker(store)
+
+        async def close_streams(app: web.Application) -> None:
+            await waker.close()
+
+        app.on_shutdown.append(close_streams)
         app.router.add_get("/api/alerts", list_alerts)
+        app.router.add_get("/api/alerts/stream", stream_alerts)
         app.router.add_get("/api/alerts/{alert_id}", get_alert)
         app.router.add_post("/api/alerts/{alert_id}/ack", _action("ack"))
         app.router.add_post("/api/alerts/{alert_id}/resolve", _action("resolve"))

@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 SYSTEM_ACTOR = "clientpulse"
 MIGRATION_LOCK = 0x636C_7075_6C73_6501
 """Advisory lock key: one process migrates at a time."""
+FEED_LOCK = 0x636C_7075_6C73_6502
+"""Advisory transaction lock taken by every alert insert: store sequences become visible in order."""
+FEED_CHANNEL = "clientpulse_alerts"
+"""NOTIFY channel: a batch of new alerts was stored (the payload is the highest sequence)."""
 _MIGRATION_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 
 
@@ -131,7 +135,7 @@ _KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 _ALERT_COLUMNS = (
     "a.alert_id, a.type, a.severity, a.priority, a.client_id, a.rm_id, a.tier, a.occurred_at, a.detected_at, "
     "a.title, a.titles::text AS titles, a.facts::text AS facts, a.rule_version, a.source_event_ids, a.status, "
-    "a.stored_at, a.updated_at"
+    "a.stored_at, a.updated_at, a.seq"
 )
 
 
@@ -155,6 +159,7 @@ def _alert_json(row: asyncpg.Record) -> dict[str, Any]:
         "status": row["status"],
         "stored_at": _iso(row["stored_at"]),
         "updated_at": _iso(row["updated_at"]),
+        "seq": row["seq"],
     }
 
 
@@ -260,6 +265,7 @@ WITH ins AS (
 INSERT INTO alert_events (alert_id, at, actor, actor_role, from_status, to_status)
 SELECT alert_id, stored_at, '{SYSTEM_ACTOR}', 'system', NULL, 'open' FROM ins
 """
+_FEED_NOTIFY = "SELECT pg_notify($1, (SELECT coalesce(max(seq), 0)::text FROM alerts))"
 _SNAPSHOT_COLUMNS = ", ".join(SNAPSHOT_FIELDS)
 _UPSERT_SNAPSHOT = (
     f"INSERT INTO client_snapshots ({_SNAPSHOT_COLUMNS}, updated_at)"
@@ -398,8 +404,13 @@ class AlertStore:
         ]
         async with self._require().acquire() as conn, conn.transaction():
             await conn.copy_records_to_table("alert_staging", records=records, columns=_STAGING_COLUMNS)
+            # Sequences are taken and committed under one lock, so none becomes visible before a lower one.
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", FEED_LOCK)
             status = await conn.execute(_INSERT_FROM_STAGING)
-        return int(status.rsplit(" ", 1)[-1])
+            new = int(status.rsplit(" ", 1)[-1])
+            if new:
+                await conn.execute(_FEED_NOTIFY, FEED_CHANNEL)  # delivered to listeners at commit
+        return new
 
     async def upsert_snapshots(self, snapshots: Sequence[ClientSnapshot | str]) -> int:
         """Latest per client wins (input order): a snapshot is stored, a client id (an erasure) deletes the row.
@@ -465,6 +476,36 @@ class AlertStore:
             at, alert_id = aware(last["occurred_at"]), last["alert_id"]
             next_after = (last["priority"], at, alert_id) if sort == "priority" else (at, alert_id)
         return AlertPage([_alert_json(r) for r in rows], next_after)
+
+    async def feed(self, scope: Scope, flt: AlertFilter, *, after: int, limit: int = 50) -> list[dict[str, Any]]:
+        """Alerts stored after sequence `after`, in store order: a reliable feed whatever the event times."""
+        q = _Query()
+        q.scope(scope)
+        q.where.append(f"a.seq > {q.param(after)}")
+        if flt.unassigned:
+            q.where.append("a.rm_id IS NULL")
+        elif flt.rm_id is not None:
+            q.where.append(f"a.rm_id = {q.param(flt.rm_id)}")
+        if flt.statuses:
+            q.where.append(f"a.status = ANY({q.param(list(flt.statuses))}::text[])")
+        if flt.types:
+            q.where.append(f"a.type = ANY({q.param(list(flt.types))}::text[])")
+        if flt.severities:
+            q.where.append(f"a.severity = ANY({q.param(list(flt.severities))}::text[])")
+        if flt.since is not None:
+            q.where.append(f"a.occurred_at >= {q.param(flt.since)}")
+        if flt.client_id is not None:
+            q.where.append(f"a.client_id = {q.param(flt.client_id)}")
+        sql = f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()} ORDER BY a.seq LIMIT {q.param(limit)}"
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(sql, *q.args)
+        return [_alert_json(r) for r in rows]
+
+    async def latest_seq(self) -> int:
+        """The highest store sequence so far (0 for an empty store)."""
+        async with self._require().acquire() as conn:
+            value = await conn.fetchval("SELECT coalesce(max(seq), 0) FROM alerts")
+        return int(value)
 
     async def get_alert(self, alert_id: str, scope: Scope) -> dict[str, Any] | None:
         """The alert with its audit trail (oldest change first), or None when absent or not visible."""
