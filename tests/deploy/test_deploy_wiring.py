@@ -88,14 +88,20 @@ def settings_from_env(env: dict[str, str]) -> Settings:
 
 def listen_port(role: str, env: dict[str, str]) -> int:
     s = settings_from_env(env)
-    return {"worker": s.web_port, "sink": s.api_port}[role]
+    return {"worker": s.web_port, "notifier": s.web_port, "deliver": s.web_port, "sink": s.api_port}[role]
 
 
 def routes(role: str) -> set[str]:
-    """HTTP paths the code serves for a role: Faust pages of the worker, aiohttp routes of the sink/API."""
-    if role == "worker":
-        text = (ROOT / "streams" / "worker" / "pipeline.py").read_text("utf-8")
+    """HTTP paths the code serves for a role: Faust pages of the worker and notifier, aiohttp routes otherwise."""
+    if role in ("worker", "notifier"):
+        text = (ROOT / "streams" / role / "pipeline.py").read_text("utf-8")
         return set(re.findall(r"\.page\(\s*[\"']([^\"']+)[\"']", text))
+    if role == "deliver":
+        from streams.deliver.service import Deliverer, health_app
+        from streams.sink.store import AlertStore
+
+        deliverer = Deliverer.__new__(Deliverer)
+        return {resource.canonical for resource in health_app(deliverer).router.resources()}
     from streams.api.app import create_api
     from streams.sink.store import AlertStore
 
@@ -225,7 +231,13 @@ def test_compose_clientpulse_processes_share_one_configuration() -> None:
     assert len(topics) == 1
     (topics_name,) = topics
     assert services()[topics_name].get("restart") == "no"
-    for name, svc in {**clientpulse_services("worker"), **clientpulse_services("sink")}.items():
+    dependants = {
+        **clientpulse_services("worker"),
+        **clientpulse_services("notifier"),
+        **clientpulse_services("deliver"),
+        **clientpulse_services("sink"),
+    }
+    for name, svc in dependants.items():
         assert svc["depends_on"][topics_name]["condition"] == "service_completed_successfully", name
     assert {spec.partitions for spec in topic_specs(settings)} == {settings.partitions}
 
@@ -306,6 +318,24 @@ def test_compose_sink_and_database() -> None:
     assert auth.parse_token_config(token_config, "compose api tokens"), "the compose stack needs one usable token"
 
 
+def test_compose_notifier_and_deliver_listen_where_their_healthchecks_look() -> None:
+    for role in ("notifier", "deliver"):
+        (_, svc), *others = clientpulse_services(role).items()
+        assert not others, f"one {role} in the compose stack"
+        env = env_of(svc)
+        port = listen_port(role, env)
+        assert str(port) in {str(p).split(":")[-1] for p in svc.get("ports") or []}
+        assert f":{port}/healthz" in " ".join(svc["healthcheck"]["test"]) and "/healthz" in routes(role)
+    ports = [
+        listen_port(r, env_of(s)) for r in ("worker", "notifier", "deliver") for s in clientpulse_services(r).values()
+    ]
+    assert len(ports) == len(set(ports)), f"web ports collide: {ports}"
+    (deliver,) = clientpulse_services("deliver").values()
+    assert deliver.get("profiles") == ["deliver"], "optional until the bank's webhook is configured"
+    settings = settings_from_env(env_of(deliver))
+    assert settings.deliver_url and settings.deliver_secret and settings.workbench_url
+
+
 def test_compose_simulator_is_an_optional_profile() -> None:
     (name, sim), *others = clientpulse_services("simulate").items()
     assert not others
@@ -342,13 +372,13 @@ def test_prometheus_scrapes_every_worker_and_the_sink_where_they_listen() -> Non
                 svc = services()[host]
                 role = command_of(svc)[0]
                 assert int(port) == listen_port(role, env_of(svc)), f"{target}: {host} listens elsewhere"
-                if role == "worker":
-                    assert path in routes("worker")
+                assert path in routes(role)
                 scraped[host] = job["job_name"]
-    expected = set(clientpulse_services("worker")) | set(clientpulse_services("sink"))
-    assert set(scraped) == expected, "every worker and the sink are scraped, nothing else"
-    assert {scraped[n] for n in clientpulse_services("worker")} == {"clientpulse-worker"}
-    assert {scraped[n] for n in clientpulse_services("sink")} == {"clientpulse-sink"}
+    roles = ("worker", "notifier", "deliver", "sink")
+    expected = set().union(*(clientpulse_services(role) for role in roles))
+    assert set(scraped) == expected, "every worker, notifier, deliver and the sink are scraped, nothing else"
+    for role in roles:
+        assert {scraped[n] for n in clientpulse_services(role)} == {f"clientpulse-{role}"}
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -365,6 +395,8 @@ def test_alert_rules_cover_the_failure_modes_and_use_real_series() -> None:
         "ClientpulseSinkDown",
         "ClientpulseNoEvents",
         "ClientpulseAlertRateSpike",
+        "ClientpulseNotifierDown",
+        "ClientpulseDeliveryFailing",
     ):
         assert needed in names
     assert len(names) == len(rules), "alert names are unique"
@@ -436,6 +468,11 @@ def test_dashboard_panels_query_existing_series_from_the_provisioned_datasource(
         "clientpulse_events_rejected_total",
         "clientpulse_consumer_lag_messages",
         "clientpulse_alert_store_up",
+        "clientpulse_notifications_pushed_total",
+        "clientpulse_notifications_held_total",
+        "clientpulse_digests_sent_total",
+        "clientpulse_notifications_waiting",
+        "clientpulse_deliveries_total",
     ):
         assert series in joined, f"the dashboard shows nothing of {series}"
     assert "histogram_quantile(0.5," in joined and "histogram_quantile(0.99," in joined
@@ -544,7 +581,15 @@ def test_kustomization_lists_existing_manifests_and_never_the_secret() -> None:
     assert "secret.yaml" not in kustomization["resources"], "apply -k must not overwrite real secrets"
     assert "kafka-secret.yaml" not in kustomization["resources"]
     listed = {d["metadata"]["name"] for r in kustomization["resources"] for d in load_all(K8S / r)}
-    assert {"clientpulse-worker", "clientpulse-sink", "clientpulse-config", "clientpulse-rules"} <= listed
+    assert {
+        "clientpulse-worker",
+        "clientpulse-notifier",
+        "clientpulse-deliver",
+        "clientpulse-sink",
+        "clientpulse-config",
+        "clientpulse-rules",
+        "clientpulse-deliver-routes",
+    } <= listed
 
 
 def test_k8s_env_names_are_settings_and_references_resolve() -> None:
@@ -567,9 +612,10 @@ def test_k8s_env_names_are_settings_and_references_resolve() -> None:
             settings = settings_from_env(env)
             for mount in container.get("volumeMounts") or []:
                 assert mount["name"] in volumes, f"{pod_name}: mounts unknown volume {mount['name']}"
+            rules_readers = ("worker", "notifier", "deliver")
             for setting in FILE_SETTINGS:
                 path = getattr(settings, setting)
-                if path is None or (setting == "rules_path" and "worker" not in container.get("args", [])):
+                if path is None or (setting == "rules_path" and container.get("args", [""])[0] not in rules_readers):
                     continue
                 mount = next(
                     m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) in PurePosixPath(path).parents
@@ -616,7 +662,12 @@ def test_k8s_every_pod_connects_to_kafka_the_same_secured_way_with_files_from_th
 
 def test_k8s_workloads_have_probes_on_served_paths_resources_and_run_as_non_root() -> None:
     pods = pod_templates()
-    roles = {"clientpulse-worker": "worker", "clientpulse-sink": "sink"}
+    roles = {
+        "clientpulse-worker": "worker",
+        "clientpulse-notifier": "notifier",
+        "clientpulse-deliver": "deliver",
+        "clientpulse-sink": "sink",
+    }
     for workload, role in roles.items():
         pod = pods[workload]
         (container,) = pod["containers"]
@@ -625,7 +676,7 @@ def test_k8s_workloads_have_probes_on_served_paths_resources_and_run_as_non_root
         port = listen_port(role, env)
         named = {p["name"]: p["containerPort"] for p in container["ports"]}
         assert port in named.values(), f"{workload}: listens on {port}, exposes {named}"
-        served = routes(role) if role == "worker" else routes("sink")
+        served = routes(role)
         for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
             get = container[probe]["httpGet"]
             assert get["path"] == path and path in served, f"{workload}: {probe} on {get['path']}"
@@ -641,15 +692,34 @@ def test_k8s_workloads_have_probes_on_served_paths_resources_and_run_as_non_root
 
 
 def test_k8s_worker_replicas_do_not_exceed_partitions() -> None:
-    worker = objects("Deployment")["clientpulse-worker"]
-    (container,) = worker["spec"]["template"]["spec"]["containers"]
-    partitions = settings_from_env(container_env(container)).partitions
-    assert 1 <= worker["spec"]["replicas"] <= partitions
+    for name in ("clientpulse-worker", "clientpulse-notifier"):
+        deployment = objects("Deployment")[name]
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        partitions = settings_from_env(container_env(container)).partitions
+        assert 1 <= deployment["spec"]["replicas"] <= partitions, name
     services_by_name = objects("Service")
-    for name in ("clientpulse-worker", "clientpulse-sink"):
+    for name in ("clientpulse-worker", "clientpulse-notifier", "clientpulse-deliver", "clientpulse-sink"):
         selector = services_by_name[name]["spec"]["selector"]
         labels = objects("Deployment")[name]["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), f"Service {name} selects no pod"
+
+
+def test_k8s_deliver_routes_file_is_valid_and_its_secret_files_are_mounted() -> None:
+    from schemas.delivery import RoutesFile
+
+    data = objects("ConfigMap")["clientpulse-deliver-routes"]["data"]
+    routes = RoutesFile.model_validate(yaml.safe_load(data["routes.yaml"]))
+    pod = pod_templates()["clientpulse-deliver"]
+    (container,) = pod["containers"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: volumes[m["name"]] for m in container["volumeMounts"]}
+    for target in routes.targets.values():
+        for path in (target.url_file, target.secret_file):
+            if path is None:
+                continue
+            folder, key = str(PurePosixPath(path).parent), PurePosixPath(path).name
+            secret = objects("Secret")[mounts[folder]["secret"]["secretName"]]
+            assert key in secret["stringData"], f"{path}: no key {key} in the mounted Secret"
 
 
 def test_k8s_rules_configmap_is_the_rules_file() -> None:
