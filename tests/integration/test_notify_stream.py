@@ -28,6 +28,7 @@ import orjson
 import pytest
 import yaml
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
+from prometheus_client.parser import text_string_to_metric_families
 
 from handlers.notify import UNASSIGNED, NotifyReplay
 from handlers.replay import Replay
@@ -224,6 +225,7 @@ def test_the_notifier_sends_what_the_backtest_says(broker: str, tmp_path: Path) 
         asyncio.run(settle_notifier(broker, settings, until))
         got = [public(r) for r in asyncio.run(published(broker, settings))]
         status = notifier.status()
+        scraped = notifier.metrics()
     finally:
         notifier.stop()
         worker.stop()
@@ -231,6 +233,14 @@ def test_the_notifier_sends_what_the_backtest_says(broker: str, tmp_path: Path) 
     assert len(got) == len(expected), f"{len(got)} published, {len(expected)} expected; notifier {status}"
     assert by_rm(got) == by_rm(expected)
     assert status is not None and status["waiting"] == 0 and status["decided"] == len(backtest_alerts)
+    families = {f.name: f for f in text_string_to_metric_families(scraped)}
+    pushed = {s.labels["reason"]: s.value for s in families["clientpulse_notifications_pushed"].samples}
+    held = {s.labels["reason"]: s.value for s in families["clientpulse_notifications_held"].samples}
+    assert pushed == {r: float(n) for r, n in counts.pushed.items()} and held == {
+        r: float(n) for r, n in counts.held.items()
+    }
+    label_values = {v for f in families.values() for sample in f.samples for v in sample.labels.values()}
+    assert not {v for v in label_values if v.startswith(("rm-", "c-"))}, "no RM or client id as a label"
 
 
 # --------------------------------------------------------------------------- crashes
