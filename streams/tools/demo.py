@@ -1,9 +1,10 @@
 """`clientpulse demo`: the whole service on one machine, alerts printed as they fire.
 
 Starts what is missing (a Tansu broker unless KAFKA_BOOTSTRAP is set, a
-private PostgreSQL unless DATABASE_URL is set), a worker and the alert sink as
-child processes, and feeds a synthetic bank. Ctrl-C (or --duration) stops
-everything it started, children included.
+private PostgreSQL unless DATABASE_URL is set), a worker, the notifier and the
+alert sink as child processes, and feeds a synthetic bank. It shows, for each
+RM, how many alerts were pushed at once and how many wait for the digest.
+Ctrl-C (or --duration) stops everything it started, children included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections import defaultdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -85,7 +87,11 @@ class Demo:
         self.alerts = 0
         self.started = datetime.now(UTC)
         self.worker_port = free_port()
+        self.notifier_port = free_port()
         self.colour = sys.stdout.isatty()
+        self.alerts_by_rm: defaultdict[str, set[str]] = defaultdict(set)
+        self.pushed_by_rm: defaultdict[str, set[str]] = defaultdict(set)
+        self.digested_by_rm: defaultdict[str, set[str]] = defaultdict(set)
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -144,10 +150,10 @@ class Demo:
     def local_server(self) -> str:
         return self.local_postgres.rpartition("@")[2].rpartition("/")[0]
 
-    def spawn(self, name: str, *args: str) -> None:
+    def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         proc = subprocess.Popen(
-            python_cmd(*args), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            python_cmd(*args), env=env or self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
         self.children.append(proc)
         self.say(f"{name:<9} started (pid {proc.pid}, log {self.workdir / (name + '.log')})")
@@ -164,12 +170,47 @@ class Demo:
         if self.broker is not None:
             self.broker.stop()
 
-    def worker_status(self) -> dict[str, Any]:
+    def worker_status(self, port: int | None = None) -> dict[str, Any]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.worker_port}/status", timeout=1) as resp:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port or self.worker_port}/status", timeout=1) as resp:
                 return dict(json.loads(resp.read()))
         except OSError:
             return {}
+
+    async def tally_notifications(self, stop: asyncio.Event) -> None:
+        """Per RM: the alerts pushed at once and those sent in a digest (the rest wait for it)."""
+        settings = load_settings()
+        consumer = AIOKafkaConsumer(
+            settings.notifications_topic,
+            settings.digests_topic,
+            bootstrap_servers=self.env["KAFKA_BOOTSTRAP"],
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            group_id=None,
+        )
+        await consumer.start()
+        try:
+            while not stop.is_set():
+                for messages in (await consumer.getmany(timeout_ms=500)).values():
+                    for message in messages:
+                        record = orjson.loads(message.value)
+                        rm = record.get("rm_id") or "unassigned"
+                        if record.get("kind") == "push":
+                            self.pushed_by_rm[rm].add(record["alert_id"])
+                        else:
+                            self.digested_by_rm[rm].update(record.get("alert_ids", ()))
+        finally:
+            await consumer.stop()
+
+    def rm_table(self) -> str:
+        """Each RM's alerts: pushed at once, sent in a digest, waiting for the next digest."""
+        rows = [f"{'rm':<12} {'alerts':>7} {'pushed':>7} {'digested':>9} {'waiting':>8}"]
+        for rm in sorted(self.alerts_by_rm, key=lambda r: (r == "unassigned", r)):
+            alerts = self.alerts_by_rm[rm]
+            pushed = len(self.pushed_by_rm[rm] & alerts)
+            digested = len(self.digested_by_rm[rm] & alerts)
+            rows.append(f"{rm:<12} {len(alerts):>7} {pushed:>7} {digested:>9} {len(alerts) - pushed - digested:>8}")
+        return "\n".join(rows)
 
     async def print_alerts(self, stop: asyncio.Event) -> None:
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("KAFKA_", "CLIENTPULSE_"))})
@@ -191,6 +232,7 @@ class Demo:
                         if str(alert.get("detected_at", "")) < self.started.isoformat():
                             continue  # an earlier run's alert on a long-lived broker
                         self.alerts += 1
+                        self.alerts_by_rm[alert.get("rm_id") or "unassigned"].add(str(alert.get("alert_id")))
                         self.say(format_alert(alert, self.colour))
         finally:
             await consumer.stop()
@@ -202,9 +244,12 @@ class Demo:
             status = await asyncio.get_running_loop().run_in_executor(None, self.worker_status)
             processed = status.get("processed", "-") if status else "starting"
             held = ", ".join(f"{reason} {n}" for reason, n in sorted((status.get("suppressed") or {}).items()))
+            pushed = sum(len(v) for v in self.pushed_by_rm.values())
+            digested = sum(len(v) for v in self.digested_by_rm.values())
             self.say(
                 f"-- events sent {self.sent}, processed {processed}, alerts {self.alerts}"
                 + (f", held back: {held}" if held else "")
+                + f"; pushed {pushed}, in digests {digested}, waiting {self.alerts - pushed - digested}"
             )
 
     async def wait_worker_ready(self, stop: asyncio.Event, timeout: float = 90.0) -> None:
@@ -227,6 +272,12 @@ class Demo:
         os.environ.update({k: v for k, v in self.env.items() if k.startswith(("KAFKA_", "CLIENTPULSE_"))})
         await ensure_topics(load_settings())
         self.spawn("worker", "worker")
+        notifier_env = {
+            **self.env,
+            "CLIENTPULSE_WEB_PORT": str(self.notifier_port),
+            "CLIENTPULSE_DATA_DIR": str(self.workdir / "notifier-data"),
+        }
+        self.spawn("notifier", "notifier", env=notifier_env)
         self.spawn("sink", "sink")
 
         def on_sent(n: int) -> None:
@@ -234,14 +285,14 @@ class Demo:
 
         tasks: list[asyncio.Task[Any]] = [
             asyncio.create_task(self.print_alerts(stop)),
+            asyncio.create_task(self.tally_notifications(stop)),
             asyncio.create_task(self.progress(stop)),
         ]
         await self.wait_worker_ready(stop)
-        tasks.append(
-            asyncio.create_task(
-                produce_live(
-                    load_settings(), self.args.clients, self.args.rate, None, 7, stop, on_sent, 2.0, HISTORY_DAYS
-                )
+        feeding = asyncio.Event()  # set: the synthetic bank stops; the rest goes on until `stop`
+        feed = asyncio.create_task(
+            produce_live(
+                load_settings(), self.args.clients, self.args.rate, None, 7, feeding, on_sent, 2.0, HISTORY_DAYS
             )
         )
         deadline = None if self.args.duration is None else time.monotonic() + self.args.duration
@@ -254,11 +305,29 @@ class Demo:
                 stop.set()
                 break
             await asyncio.sleep(0.25)
+        feeding.set()
+        await asyncio.gather(feed, return_exceptions=True)
+        if not stop.is_set():
+            await self.settle(loop)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
         status = await loop.run_in_executor(None, self.worker_status)
         self.say(f"-- done: events sent {self.sent}, processed {status.get('processed', '-')}, alerts {self.alerts}")
+        self.say("-- per RM (budget and quiet hours from the rules file; digests go out at digest_at):")
+        self.say(self.rm_table())
         return 0
+
+    async def settle(self, loop: asyncio.AbstractEventLoop, timeout: float = 15.0) -> None:
+        """Once the bank stopped: until the alerts stop coming and the notifier has decided them all."""
+        deadline = time.monotonic() + timeout
+        seen = -1
+        while time.monotonic() < deadline:
+            status = await loop.run_in_executor(None, self.worker_status, self.notifier_port)
+            decided = int(status.get("decided", 0))
+            if decided >= self.alerts and self.alerts == seen:
+                return
+            seen = self.alerts
+            await asyncio.sleep(1.0)
 
 
 def run_demo(args: argparse.Namespace) -> int:
