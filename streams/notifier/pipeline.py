@@ -90,6 +90,7 @@ class NotifierPipeline:
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
         self.rekeyed = 0
         self.decided = 0
+        self.duplicates = 0
         self.pushed = 0
         self.digests = 0
         self.busy_from: float | None = None
@@ -276,6 +277,7 @@ class NotifierPipeline:
         if counts.duplicates:
             metrics.NOTIFICATIONS_DUPLICATE.inc(counts.duplicates)
         self.decided += counts.alerts - counts.duplicates
+        self.duplicates += counts.duplicates
         metrics.NOTIFICATIONS_WAITING.set(self.processor.held_total())
 
     # ----------------------------------------------------------------- timers
@@ -314,6 +316,7 @@ class NotifierPipeline:
             "ready": self.ready,
             "rekeyed": self.rekeyed,
             "decided": self.decided,
+            "duplicates": self.duplicates,
             "pushed": self.pushed,
             "digests": self.digests,
             "waiting": self.processor.held_total(),

@@ -4,7 +4,9 @@
 2. backtest: the same events through the replay driver (no Kafka);
 3. stream: one worker draining the backlog with every rule and the state changelog;
 4. latency: event -> alert at a steady offered load;
-5. resources: worker peak RSS, and state recovery time after a restart.
+5. resources: worker peak RSS, and state recovery time after a restart;
+6. notifier: the stream's alerts through re-key, decision and output, and the latency
+   it adds at the offered load (alert on rm.alerts.v1 -> push on rm.notifications.v1).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # type: ignore[import-untyped]
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 
 from handlers.replay import Replay
 from handlers.ruleset import load_rules
@@ -60,6 +62,11 @@ class Figures:
     recovery_records: int = 0
     restart_to_ready_s: float = 0.0
     alerts_backtest: int = 0
+    notifier_alerts: int = 0
+    notifier_alerts_per_s: float = 0.0
+    notifier_latency_p50_ms: float = 0.0
+    notifier_latency_p99_ms: float = 0.0
+    notifier_latency_samples: int = 0
     notes: list[str] = field(default_factory=list)
 
     def table(self) -> str:
@@ -77,6 +84,16 @@ class Figures:
                 f"p99 {self.latency_p99_ms:.0f} ms ({self.latency_samples} alerts)",
             ),
             ("worker peak RSS", f"{self.worker_peak_rss_mib:,.0f} MiB"),
+            (
+                "notifier, one process",
+                f"{self.notifier_alerts_per_s:,.0f} alerts/s re-keyed, decided and published "
+                f"({self.notifier_alerts:,} alerts)",
+            ),
+            (
+                f"notifier added latency at {self.latency_offered_per_s:,.0f}/s",
+                f"p50 {self.notifier_latency_p50_ms:.0f} ms, p99 {self.notifier_latency_p99_ms:.0f} ms "
+                f"(alert -> push, {self.notifier_latency_samples} pushes)",
+            ),
             (
                 "state recovery after restart",
                 f"{self.recovery_s:.1f} s for {self.recovery_records:,} changelog records "
@@ -170,9 +187,12 @@ def _peak_rss_mib(pid: int) -> float:
 
 
 class _Worker:
-    def __init__(self, env: dict[str, str], log: Path) -> None:
+    def __init__(self, env: dict[str, str], log: Path, command: str = "worker") -> None:
         self.port = free_port()
         self.env = {**env, "CLIENTPULSE_WEB_PORT": str(self.port)}
+        if command != "worker":
+            self.env[ENV_NAMES["data_dir"]] = f"{env.get(ENV_NAMES['data_dir'], 'data')}-{command}"
+        self.command = command
         self.log = log
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -180,7 +200,7 @@ class _Worker:
         started = time.perf_counter()
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                python_cmd("worker"), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                python_cmd(self.command), env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
         while not _status(self.port).get("ready"):
             if self.proc.poll() is not None:
@@ -209,12 +229,46 @@ def _drain(worker: _Worker, expected: int, timeout: float) -> float:
     raise RuntimeError(f"worker processed {worker.processed()} of {expected} within {timeout:.0f}s")
 
 
-async def _latency(settings: Settings, rate: float, seconds: float) -> list[float]:
-    """Offered load with a complaint (always an alert) every 20 events; latency = alert arrival - send."""
+async def _end_total(settings: Settings, topic: str) -> int:
+    """Records in `topic`: the sum of its partitions' high watermarks, as a fetch reports them."""
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        tps = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        await consumer.seek_to_end(*tps)
+        while any(consumer.highwater(tp) is None for tp in tps):
+            await consumer.getmany(*tps, timeout_ms=200, max_records=1)
+        return sum(int(consumer.highwater(tp)) for tp in tps)
+    finally:
+        await consumer.stop()
+
+
+def _notify_all(notifier: _Worker, alerts: int, timeout: float) -> float:
+    """Alerts/s of a notifier taking `alerts` alerts from the start, by its own clock (first to last batch)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = _status(notifier.port)
+        if int(status.get("rekeyed", 0)) >= alerts and int(status.get("decided", 0)) + int(
+            status.get("duplicates", 0)
+        ) >= int(status.get("rekeyed", 0)):
+            span = float(status["busy_until"]) - float(status["busy_from"])
+            return alerts / span if span > 0 else float("nan")
+        time.sleep(0.05)
+    raise RuntimeError(f"notifier decided {_status(notifier.port).get('decided')} of {alerts} within {timeout:.0f}s")
+
+
+async def _latency(settings: Settings, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+    """Offered load with a complaint (always an alert) every 20 events: event -> alert, and alert -> push.
+
+    The complaints are of high severity: critical, so the notifier pushes every one at once.
+    """
     bank = SyntheticBank(clients=2000, seed=9, run_id=f"lat{int(time.time())}")
     producer = AIOKafkaProducer(**client_kwargs(settings), acks=1, linger_ms=0)
     consumer = AIOKafkaConsumer(
         settings.alerts_topic,
+        settings.notifications_topic,
         **client_kwargs(settings),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -224,7 +278,9 @@ async def _latency(settings: Settings, rate: float, seconds: float) -> list[floa
     await producer.start()
     await consumer.start()
     sent_at: dict[str, float] = {}
+    alert_at: dict[str, float] = {}
     latencies: list[float] = []
+    added: list[float] = []
     stop = asyncio.Event()
 
     async def collect() -> None:
@@ -233,11 +289,17 @@ async def _latency(settings: Settings, rate: float, seconds: float) -> list[floa
             now = time.perf_counter()
             for messages in batch.values():
                 for message in messages:
-                    alert = orjson.loads(message.value)
-                    for source in alert.get("source_event_ids", ()):
+                    record = orjson.loads(message.value)
+                    if message.topic == settings.notifications_topic:
+                        at = alert_at.get(record.get("alert_id", ""))
+                        if at is not None:
+                            added.append(now - at)
+                        continue
+                    for source in record.get("source_event_ids", ()):
                         at = sent_at.get(source)
-                        if at is not None and alert["type"] == "complaint":
+                        if at is not None and record["type"] == "complaint":
                             latencies.append(now - at)
+                            alert_at[record["alert_id"]] = now
             if stop.is_set() and not batch:
                 break
 
@@ -258,7 +320,7 @@ async def _latency(settings: Settings, rate: float, seconds: float) -> list[floa
                     "kind": "complaint",
                     "channel": "branch",
                     "initiated_by": "customer",
-                    "severity": "low",
+                    "severity": "high",
                 }
                 topic, key = INTERACTIONS, client.client_id
                 sent_at[str(value["event_id"])] = time.perf_counter()
@@ -277,7 +339,7 @@ async def _latency(settings: Settings, rate: float, seconds: float) -> list[floa
             await asyncio.wait_for(collector, 10)
         await consumer.stop()
         await producer.stop()
-    return latencies
+    return latencies, added
 
 
 def run_bench(args: argparse.Namespace) -> int:
@@ -327,6 +389,16 @@ def run_bench(args: argparse.Namespace) -> int:
 
         assert worker.proc is not None
         figures.worker_peak_rss_mib = _peak_rss_mib(worker.proc.pid)
+        figures.notifier_alerts = asyncio.run(_end_total(settings, settings.alerts_topic))
+        notifier = _Worker(env, workdir / "notifier.log", "notifier")
+        notifier.start()
+        try:
+            figures.notifier_alerts_per_s = _notify_all(
+                notifier, figures.notifier_alerts, timeout=max(120.0, figures.notifier_alerts / 200)
+            )
+        finally:
+            notifier.stop()
+        print(f"notifier  {figures.notifier_alerts_per_s:,.0f} alerts/s", flush=True)
         worker.stop()
         restarted = _Worker(env, workdir / "worker-restart.log")
         # A restart rejoins the group; the embedded broker keeps old members until the session times out,
@@ -349,7 +421,17 @@ def run_bench(args: argparse.Namespace) -> int:
         asyncio.run(ensure_topics(live_settings))
         worker = _Worker(live_env, workdir / "worker-live.log")
         worker.start()
-        latencies = asyncio.run(_latency(live_settings, args.rate, 5.0 if quick else 20.0))
+        live_notifier = _Worker(live_env, workdir / "notifier-live.log", "notifier")
+        live_notifier.start()
+        try:
+            latencies, added = asyncio.run(_latency(live_settings, args.rate, 5.0 if quick else 20.0))
+        finally:
+            live_notifier.stop()
+        figures.notifier_latency_samples = len(added)
+        if len(added) >= 2:
+            ms = sorted(x * 1000 for x in added)
+            q = statistics.quantiles(ms, n=100, method="inclusive")
+            figures.notifier_latency_p50_ms, figures.notifier_latency_p99_ms = q[49], q[98]
         figures.latency_offered_per_s = args.rate
         figures.latency_samples = len(latencies)
         if len(latencies) >= 2:

@@ -61,5 +61,9 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert figures["latency_samples"] > 10
     assert 0 < figures["latency_p50_ms"] <= figures["latency_p95_ms"] <= figures["latency_p99_ms"]
     assert figures["alerts_backtest"] > 0
+    assert figures["notifier_alerts"] > 0 and figures["notifier_alerts_per_s"] > 0
+    assert figures["notifier_latency_samples"] > 10
+    assert 0 < figures["notifier_latency_p50_ms"] <= figures["notifier_latency_p99_ms"]
+    assert "notifier, one process" in proc.stdout
     assert figures["machine"]["cpus"] == os.cpu_count()
     assert "stream, one worker" in proc.stdout
