@@ -161,3 +161,30 @@ def test_an_endpoint_never_prints_its_url_or_secret() -> None:
 
 def test_the_idempotency_key_is_the_alert_or_digest_id() -> None:
     assert delivery.record_id(push()) == "a-1" and delivery.record_id(digest(1)) == "d-1"
+
+
+def test_deliver_configuration_errors_name_the_setting(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.deliver.service import load_router
+    from streams.settings import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match=r"CLIENTPULSE_DELIVER_URL.*CLIENTPULSE_DELIVER_ROUTES_FILE"):
+        load_router(Settings())
+    routes = tmp_path / "routes.yaml"
+    routes.write_text("targets: {hub: {url: 'https://h'}}\ndefault: [west]\n")
+    with pytest.raises(ConfigError, match=r"CLIENTPULSE_DELIVER_ROUTES_FILE \(.*routes.yaml\): invalid"):
+        load_router(Settings(deliver_routes_file=routes))
+    routes.write_text("targets: {east: {url_env: NO_SUCH_VARIABLE_SET, format: wecom}}\ndefault: [east]\n")
+    monkeypatch.delenv("NO_SUCH_VARIABLE_SET", raising=False)
+    with pytest.raises(ConfigError, match="NO_SUCH_VARIABLE_SET is not set"):
+        load_router(Settings(deliver_routes_file=routes))
+    monkeypatch.setenv("EAST_URL", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k")
+    routes.write_text(
+        "targets: {east: {url_env: EAST_URL, format: wecom}, hub: {url: 'https://hub'}}\n"
+        "routes: [{name: east, rm_ids: [rm-1, rm-2], targets: [east, hub]}]\ndefault: [hub]\n"
+    )
+    router = load_router(Settings(deliver_routes_file=routes))
+    assert [e.name for e in router.endpoints("rm-2")] == ["east", "hub"]
+    assert [e.name for e in router.endpoints("rm-9")] == ["hub"]
+    assert router.endpoints("rm-1")[0].url.endswith("key=k")
+    one = load_router(Settings(deliver_url="https://hook", deliver_secret="s", deliver_format="dingtalk"))
+    assert [(e.name, e.format, e.secret) for e in one.all] == [("default", "dingtalk", b"s")]

@@ -72,6 +72,14 @@ def test_rule_version_follows_content() -> None:
         ({"priority.type.complaints": 5}, "type names unknown alert types: complaints"),
         ({"priority.tier.gold": 101}, "priority.tier.gold"),
         ({"cooldown_hours.low_satisfactoin": 24}, "low_satisfactoin"),
+        (
+            {"notify.quiet_hours": {"start": 1260, "end": "08:00"}},
+            'notify.quiet_hours.start: Value error, must be a local time "HH:MM"',
+        ),
+        ({"notify.quiet_hours": {"start": "08:00", "end": "08:00"}}, "start and end must differ"),
+        ({"notify.digest_at": "8am"}, "notify.digest_at"),
+        ({"notify.daily_push_budget": -1}, "notify.daily_push_budget"),
+        ({"notify.budget": 3}, "notify.budget: Extra inputs are not permitted"),
     ],
 )
 def test_invalid_rules_name_the_key(change: dict[str, object], names: str) -> None:
@@ -100,3 +108,11 @@ def test_the_keys_added_later_have_defaults() -> None:
     assert rules.timezone.key == "Asia/Shanghai" and rules.title_index == 0
     assert rules.birthday_notice_days == 3 and rules.satisfaction_at_most == 2
     assert rules.priorities[("complaint", "critical", "private")] == 100
+
+
+def test_an_unquoted_yaml_time_is_refused_not_misread() -> None:
+    """YAML reads 21:00 unquoted as the number 1260 (base 60): the file must say "21:00"."""
+    text = thresholds_text().replace('start: "21:00"', "start: 21:00")
+    assert "start: 21:00" in text
+    with pytest.raises(RulesError, match="quoted in YAML"):
+        parse_rules(text)
