@@ -15,6 +15,7 @@ pushes and digests are on the broker, so the output topics are then complete.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import subprocess
 import sys
@@ -348,3 +349,34 @@ def test_a_sigkilled_notifier_loses_and_doubles_no_decision(broker: str, tmp_pat
     decided += [i for r in distinct if r["kind"] == "digest" for i in r["alert_ids"]]
     assert sorted(decided) == sorted({a.alert_id for a in alerts}), f"{context}: each alert pushed or digested once"
     assert UNASSIGNED not in by_rm(distinct)[0]
+
+
+def test_a_notifier_input_with_another_partition_count_stops_the_notifier(broker: str, tmp_path: Path) -> None:
+    """An RM's alerts, ticks and state share a partition number: a mismatched topic is exit 2, named, untouched."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # type: ignore[import-untyped]
+
+    from tests.support import settings_env
+
+    settings = make_settings(broker, unique_prefix())
+
+    async def precreate() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=broker)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(settings.alerts_by_rm_topic, 2, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(precreate())
+    proc = subprocess.run(
+        [sys.executable, "-m", "streams.cli", "notifier"],
+        cwd=ROOT,
+        env={**os.environ, **settings_env(settings)},
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert f"{settings.alerts_by_rm_topic} has 2" in proc.stderr and "CLIENTPULSE_PARTITIONS is 4" in proc.stderr
+    assert asyncio.run(end_offsets(broker, settings.alerts_by_rm_topic)).keys() == {0, 1}, "left as it was"
