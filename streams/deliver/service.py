@@ -42,6 +42,7 @@ from handlers.ruleset import Ruleset
 from schemas.delivery import RoutesFile, Target
 from schemas.errors import error_texts
 from streams import __version__, metrics
+from streams.kafka_client import client_kwargs
 from streams.settings import ENV_NAMES, ConfigError, Settings
 from streams.topics import ensure_topics
 
@@ -150,7 +151,7 @@ class Deliverer:
         consumer = AIOKafkaConsumer(
             s.notifications_topic,
             s.digests_topic,
-            bootstrap_servers=s.kafka_bootstrap,
+            **client_kwargs(s),
             group_id=self.group_id,
             client_id=self.group_id,
             enable_auto_commit=False,
@@ -161,7 +162,7 @@ class Deliverer:
             # A batch may wait out its retries: give it longer than the longest retry budget.
             max_poll_interval_ms=int(1000 * max(300.0, self._longest_attempts() * 2)),
         )
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all")
+        producer = AIOKafkaProducer(**client_kwargs(s), acks="all")
         timeout = aiohttp.ClientTimeout(total=s.deliver_timeout)
         headers = {"User-Agent": f"clientpulse/{__version__}"}
         await consumer.start()

@@ -54,7 +54,7 @@ from handlers.notify import (
 )
 from handlers.ruleset import Ruleset
 from handlers.timeutil import iso, wall_us
-from streams import metrics
+from streams import kafka_client, metrics
 from streams.faust_ext.inbox import Inbox, InboxApp, withhold
 from streams.faust_ext.producer import BatchSender
 from streams.faust_ext.recovery import EndOffsetProbe
@@ -108,12 +108,14 @@ class NotifierPipeline:
         # notifier's own application id: its consumer group and changelogs are its own.
         s = self.settings
         brokers = [f"kafka://{b.strip()}" for b in s.kafka_bootstrap.split(",") if b.strip()]
-        probe = EndOffsetProbe(s.kafka_bootstrap) if s.end_offset_probe else None
+        security = kafka_client.kafka_security(s).aiokafka_kwargs()
+        probe = EndOffsetProbe(s.kafka_bootstrap, security) if s.end_offset_probe else None
         return InboxApp(
             s.notifier_app_id,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             end_offset_probe=probe,
             broker=brokers,
+            broker_credentials=kafka_client.faust_credentials(s),
             store=f"{s.store}://",
             datadir=str(s.data_dir),
             topic_partitions=s.partitions,

@@ -183,7 +183,7 @@ class Demo:
         consumer = AIOKafkaConsumer(
             settings.notifications_topic,
             settings.digests_topic,
-            bootstrap_servers=self.env["KAFKA_BOOTSTRAP"],
+            **client_kwargs(settings),
             auto_offset_reset="earliest",
             enable_auto_commit=False,
             group_id=None,
