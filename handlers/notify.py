@@ -12,7 +12,8 @@ time is outside the quiet hours, and held otherwise. Held alerts go into the
 RM's next digest, due at the first `digest_at` strictly after the first held
 alert (and after the previous digest). Alerts without an RM are pushed to the
 `unassigned` key, never held. An alert id already decided is a re-delivery
-and changes nothing.
+and changes nothing; so is an alert more than `remember_days` older than the
+RM's latest (its id would have been forgotten: it cannot be told from one).
 
 The clock: the caller's ticks (`{"now": ...}` records on the notifier's input,
 in the same partition log as the alerts, so a replay after a crash sees them
@@ -170,6 +171,8 @@ class Decision:
     push: Push | None = None
     held: Literal["quiet_hours", "budget"] | None = None
     duplicate: bool = False
+    stale: bool = False
+    """Older than `remember_days` before the RM's latest alert: it cannot be told from a re-delivery."""
 
 
 class Notifier:
@@ -229,6 +232,10 @@ class Notifier:
             decision.duplicate = True
             return decision
         at = to_us(alert.occurred_at)
+        if at < state.clock - self.remember:
+            # Its id would have been forgotten by now: a re-read of old input must not notify the RM again.
+            decision.stale = True
+            return decision
         if at > state.clock:
             state.clock = at
         now = max(tick_clock, state.clock) if self.event_clock else tick_clock
@@ -242,7 +249,7 @@ class Notifier:
             day = self.local_day(at)
             pushed = state.pushes.get(day)
             if pushed is None:
-                # A day already forgotten counts as spent: such an alert is over a week late.
+                # A day already forgotten (only at a summer-time edge of the window) counts as spent.
                 pushed = self.budget if day < self.local_day(state.clock) - self.remember_days else 0
             if alert.severity == "critical":
                 decision.push = Push(rm_id, alert, at, "critical", priority)
@@ -373,6 +380,7 @@ class NotifyCounts:
     digests: Counter[str] = field(default_factory=Counter)
     digested: int = 0
     duplicates: int = 0
+    stale: int = 0
     rejected: Counter[str] = field(default_factory=Counter)
     alerts: int = 0
     ticks: int = 0
@@ -429,8 +437,11 @@ class NotifyProcessor:
                 key = record.key or rm_key(item.rm_id)
                 entry = touched.get(key) or self._touch(result, key, partition, load)
                 decision = notifier.decide(entry.state, item, self.clocks.get(partition, 0))
-                if decision.duplicate:
-                    counts.duplicates += 1
+                if decision.duplicate or decision.stale:
+                    if decision.duplicate:
+                        counts.duplicates += 1
+                    else:
+                        counts.stale += 1
                     continue
                 if decision.digest is not None:
                     self._digested(result, index, decision.digest)
@@ -509,5 +520,6 @@ class NotifyReplay:
         c.digests.update(r.digests)
         c.digested += r.digested
         c.duplicates += r.duplicates
+        c.stale += r.stale
         c.alerts += r.alerts
         return [output for _, output in result.outputs]

@@ -66,6 +66,11 @@ DIGESTED_ALERTS = Counter("clientpulse_digested_alerts", "Alerts sent in a diges
 NOTIFICATIONS_DUPLICATE = Counter(
     "clientpulse_notifications_duplicate", "Alerts the notifier had already decided (re-deliveries), ignored"
 )
+NOTIFICATIONS_STALE = Counter(
+    "clientpulse_notifications_stale",
+    "Alerts more than notify.remember_days older than their RM's latest alert, not notified (they cannot be told "
+    "from a re-delivery)",
+)
 NOTIFICATIONS_WAITING = Gauge(
     "clientpulse_notifications_waiting", "Alerts held for a digest on the partitions this notifier owns"
 )

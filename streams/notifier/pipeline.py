@@ -278,8 +278,10 @@ class NotifierPipeline:
             metrics.DIGESTED_ALERTS.inc(counts.digested)
         if counts.duplicates:
             metrics.NOTIFICATIONS_DUPLICATE.inc(counts.duplicates)
-        self.decided += counts.alerts - counts.duplicates
-        self.duplicates += counts.duplicates
+        if counts.stale:
+            metrics.NOTIFICATIONS_STALE.inc(counts.stale)
+        self.decided += counts.alerts - counts.duplicates - counts.stale
+        self.duplicates += counts.duplicates + counts.stale
         metrics.NOTIFICATIONS_WAITING.set(self.processor.held_total())
 
     # ----------------------------------------------------------------- timers

@@ -246,12 +246,17 @@ def test_the_notifier_sends_what_the_backtest_says(broker: str, tmp_path: Path) 
 
 # --------------------------------------------------------------------------- crashes
 def alert_sequence(rms: int, n: int, seed: int) -> list[Alert]:
-    """Alerts of `rms` RMs (one client each) and some without an RM over ten days; a tenth re-delivered soon after."""
+    """Alerts of `rms` RMs (one client each) and some without an RM over three days; a tenth re-delivered soon after.
+
+    Three days of event time: a re-delivery after a SIGKILL (up to the seconds since the last commit, which a
+    rebalance can stretch) must stay well within the notifier's memory of decided ids (7 days of an RM's event
+    time), as it does, by far, in a live bank.
+    """
     rng = random.Random(seed)
     alerts: list[Alert] = []
     at = START
     for i in range(n):
-        at += timedelta(minutes=rng.randrange(1, 60))
+        at += timedelta(minutes=rng.randrange(1, 12))
         rm = rng.randrange(rms + 1)
         client = f"c-{rm:03d}"
         alerts.append(
@@ -284,13 +289,13 @@ def alert_sequence(rms: int, n: int, seed: int) -> list[Alert]:
 def test_a_sigkilled_notifier_loses_and_doubles_no_decision(broker: str, tmp_path: Path) -> None:
     rules_path = notify_rules(tmp_path, budget=2)
     rules: Ruleset = load_rules(rules_path)
-    seed = random.randrange(2**31)
+    seed = int(os.environ.get("CLIENTPULSE_CHAOS_SEED", random.randrange(2**31)))
     alerts = alert_sequence(rms=8, n=700, seed=seed)
-    until = START + timedelta(days=40)
+    until = START + timedelta(days=10)
     replay = NotifyReplay(rules)
     expected = [o.record(full=False) for a in alerts for o in replay.feed([a])]
     expected += [o.record(full=False) for o in replay.finish(to_us(until))]
-    assert replay.counts.duplicates >= 60 and replay.counts.digested > 50
+    assert replay.counts.duplicates >= 60 and replay.counts.digested > 50 and replay.counts.stale == 0
 
     prefix = unique_prefix()
     settings = make_settings(broker, prefix, rules_path=rules_path)
@@ -344,7 +349,10 @@ def test_a_sigkilled_notifier_loses_and_doubles_no_decision(broker: str, tmp_pat
             continue
         first[identity] = raw
         distinct.append(public(record))
-    assert by_rm(distinct) == by_rm(expected), context
+    got_rms, want_rms = by_rm(distinct), by_rm(expected)
+    if got_rms != want_rms:
+        (tmp_path / "diff.json").write_bytes(orjson.dumps({"got": got_rms, "want": want_rms, "records": records}))
+    assert got_rms == want_rms, context
     decided = [r["alert_id"] for r in distinct if r["kind"] == "push"]
     decided += [i for r in distinct if r["kind"] == "digest" for i in r["alert_ids"]]
     assert sorted(decided) == sorted({a.alert_id for a in alerts}), f"{context}: each alert pushed or digested once"

@@ -307,11 +307,17 @@ def test_decided_ids_are_forgotten_after_remember_days_of_the_rms_clock(rules: R
     assert min(desk.state.pushes) >= local(2, 10).astimezone(desk.notifier.tz).date().toordinal()
 
 
-def test_a_day_already_forgotten_counts_as_spent(rules: Ruleset) -> None:
+def test_an_alert_older_than_remember_days_is_not_notified_again(rules: Ruleset) -> None:
+    """Its id would have been forgotten: a re-read of old input (or a very late alert) notifies nobody."""
     desk = Desk(rules_with(rules, notify={"quiet_hours": None}))
-    desk.send(alert(local(20, 10)))
-    assert desk.send(alert(local(2, 10))) == "held:budget", "over remember_days late"
-    assert desk.send(alert(local(2, 10), "critical")) == "push"
+    old = alert(local(2, 10))
+    assert desk.send(old) == "push"
+    desk.send(alert(local(8, 10)))  # 6 days later: `old` is forgotten
+    assert old.alert_id not in desk.state.seen
+    assert desk.notifier.decide(desk.state, old, 0).stale
+    assert desk.notifier.decide(desk.state, alert(local(2, 12), "critical"), 0).stale, "critical ones too"
+    edge = alert(local(3, 10))  # exactly remember_days (5) before the latest: still decided
+    assert desk.send(edge) == "push"
 
 
 # ---------------------------------------------------------------------------- records, state, inputs
