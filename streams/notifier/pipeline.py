@@ -91,6 +91,7 @@ class NotifierPipeline:
         self.rekeyed = 0
         self.decided = 0
         self.duplicates = 0
+        self.stale = 0
         self.pushed = 0
         self.digests = 0
         self.busy_from: float | None = None
@@ -281,7 +282,8 @@ class NotifierPipeline:
         if counts.stale:
             metrics.NOTIFICATIONS_STALE.inc(counts.stale)
         self.decided += counts.alerts - counts.duplicates - counts.stale
-        self.duplicates += counts.duplicates + counts.stale
+        self.duplicates += counts.duplicates
+        self.stale += counts.stale
         metrics.NOTIFICATIONS_WAITING.set(self.processor.held_total())
 
     # ----------------------------------------------------------------- timers
@@ -321,6 +323,7 @@ class NotifierPipeline:
             "rekeyed": self.rekeyed,
             "decided": self.decided,
             "duplicates": self.duplicates,
+            "stale": self.stale,
             "pushed": self.pushed,
             "digests": self.digests,
             "waiting": self.processor.held_total(),

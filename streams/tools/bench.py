@@ -250,9 +250,8 @@ def _notify_all(notifier: _Worker, alerts: int, timeout: float) -> float:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = _status(notifier.port)
-        if int(status.get("rekeyed", 0)) >= alerts and int(status.get("decided", 0)) + int(
-            status.get("duplicates", 0)
-        ) >= int(status.get("rekeyed", 0)):
+        seen = sum(int(status.get(k, 0)) for k in ("decided", "duplicates", "stale"))
+        if int(status.get("rekeyed", 0)) >= alerts and seen >= int(status.get("rekeyed", 0)):
             span = float(status["busy_until"]) - float(status["busy_from"])
             return alerts / span if span > 0 else float("nan")
         time.sleep(0.05)

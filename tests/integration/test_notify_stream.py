@@ -233,7 +233,8 @@ def test_the_notifier_sends_what_the_backtest_says(broker: str, tmp_path: Path) 
 
     assert len(got) == len(expected), f"{len(got)} published, {len(expected)} expected; notifier {status}"
     assert by_rm(got) == by_rm(expected)
-    assert status is not None and status["waiting"] == 0 and status["decided"] == len(backtest_alerts)
+    assert status is not None and status["waiting"] == 0 and status["stale"] == counts.stale
+    assert status["decided"] == len(backtest_alerts) - counts.stale
     families = {f.name: f for f in text_string_to_metric_families(scraped)}
     pushed = {s.labels["reason"]: s.value for s in families["clientpulse_notifications_pushed"].samples}
     held = {s.labels["reason"]: s.value for s in families["clientpulse_notifications_held"].samples}
