@@ -72,6 +72,11 @@ class Ruleset:
     priorities: dict[tuple[str, str, str | None], int]
     """(type, severity, tier or None) -> priority: every combination, looked up once per alert."""
     notify: NotifyRules
+    sla: dict[str, int]
+    """Microseconds from occurred_at to due_by, for every alert type."""
+    sla_default: int
+    """For a type this rules file does not know (an alert from a newer worker)."""
+    sla_due_soon: Decimal
 
     @property
     def history_window(self) -> int:
@@ -117,6 +122,9 @@ class Ruleset:
             satisfaction_at_most=rules.satisfaction.alert_at_most,
             priorities=priority_table(rules.priority),
             notify=rules.notify,
+            sla={t: _hours(rules.sla_hours.get(t, rules.sla_default_hours)) for t in ALERT_TYPES},
+            sla_default=_hours(rules.sla_default_hours),
+            sla_due_soon=rules.sla_due_soon_fraction,
         )
 
     def tier_for(self, aum: int) -> str:

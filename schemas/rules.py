@@ -158,6 +158,17 @@ class NotifyRules(_Strict):
     """How long, in the RM's own event time, decided alert ids and daily push counts are kept."""
 
 
+DEFAULT_SLA_HOURS: dict[str, Decimal] = {
+    "complaint": Decimal(24),
+    "new_client_first_txn": Decimal(24),
+    "large_outflow": Decimal(24),
+    "aum_drain": Decimal(24),
+}
+"""Hours an alert of the type may stay open (docs/rules.md, "Service levels"); other types get sla_default_hours."""
+
+SlaHours = Annotated[Decimal, Field(gt=0, le=24 * 366, allow_inf_nan=False)]
+
+
 class RulesFile(_Strict):
     version: str = Field(min_length=1, max_length=64)
     base_currency: str = Field(pattern=r"^[A-Z]{3}$")
@@ -191,6 +202,13 @@ class RulesFile(_Strict):
             raise ValueError(f"unknown time zone {value!r} (an IANA name such as Asia/Shanghai)") from None
         return value
 
+    sla_hours: dict[str, SlaHours] = DEFAULT_SLA_HOURS
+    """Hours from an alert's occurred_at until it is due (`due_by`); an alert still open then is escalated."""
+    sla_default_hours: SlaHours = Decimal(72)
+    """The SLA of every type sla_hours does not name."""
+    sla_due_soon_fraction: Annotated[Decimal, Field(gt=0, lt=1, allow_inf_nan=False)] = Decimal("0.25")
+    """An open alert is "due soon" once less than this share of its SLA is left."""
+
     @model_validator(mode="after")
     def _consistent(self) -> RulesFile:
         if self.fx_rates.get(self.base_currency, Decimal(1)) != 1:
@@ -198,6 +216,9 @@ class RulesFile(_Strict):
         unknown = sorted(set(self.cooldown_hours) - set(ALERT_TYPES))
         if unknown:
             raise ValueError(f"cooldown_hours names unknown alert types: {', '.join(unknown)}")
+        unknown = sorted(set(self.sla_hours) - set(ALERT_TYPES))
+        if unknown:
+            raise ValueError(f"sla_hours names unknown alert types: {', '.join(unknown)}")
         missing = [t for t in TIERS if t not in self.dormancy.days]
         if missing:
             raise ValueError(f"dormancy.days is missing tiers: {', '.join(missing)}")

@@ -12,7 +12,7 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -21,7 +21,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from handlers.lifecycle import STATUSES, TRANSITIONS
+from handlers.lifecycle import STATUSES, ClosingError, check_closing
+from handlers.report import build_report
 from schemas.alerts import ALERT_TYPES
 from schemas.controls import MAX_SNOOZE, ControlEvent, snooze_problem
 from schemas.errors import error_texts
@@ -38,7 +39,16 @@ from streams.api.pages import Pages
 from streams.api.server import SECURITY_HEADERS, SERVER_NAME
 from streams.settings import Settings
 from streams.sink.controls import ControlPublisher
-from streams.sink.store import SORTS, AlertFilter, AlertStore, InvalidTransition, NotFound, Sort, StoreUnavailable
+from streams.sink.store import (
+    SORTS,
+    AlertFilter,
+    AlertStore,
+    InvalidTransition,
+    NotFound,
+    OutsideScope,
+    Sort,
+    StoreUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +69,12 @@ MAX_NOTE_LENGTH = 2000
 MAX_BODY_BYTES = 16 * 1024
 UNASSIGNED = "unassigned"
 LIST_PARAMS = frozenset(
-    {"rm_id", "status", "type", "severity", "since", "limit", "cursor", "client_id", "sort", "after"}
+    {"rm_id", "status", "type", "severity", "since", "limit", "cursor", "client_id", "sort", "after", "overdue"}
 )
 MAX_SEQ = 2**63 - 1
+REPORT_PARAMS = frozenset({"since", "until"})
+REPORT_DEFAULT_DAYS = 30
+REPORT_MAX_DAYS = 366
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ITEM_LIST = re.compile(r"^[a-z_]+(?:,[a-z_]+)*$")
 _NOTE_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
@@ -215,15 +228,15 @@ def _parse_time(name: str, text: str) -> datetime:
         raise ApiError(400, "bad_request", f"{name}: out of range") from None
 
 
-def _parse_since(text: str) -> datetime:
+def _parse_since(text: str, name: str = "since") -> datetime:
     # An unencoded `+` in a query string arrives as a space: accept it back.
     text = _SPACE_OFFSET.sub(r"+\1", text.strip())
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise ApiError(400, "bad_request", f"since: not an RFC 3339 time: {text!r}") from None
+        raise ApiError(400, "bad_request", f"{name}: not an RFC 3339 time: {text!r}") from None
     if value.tzinfo is None:
-        raise ApiError(400, "bad_request", "since: needs an offset, e.g. 2026-03-01T00:00:00Z (encode + as %2B)")
+        raise ApiError(400, "bad_request", f"{name}: needs an offset, e.g. 2026-03-01T00:00:00Z (encode + as %2B)")
     try:
         return value.astimezone(UTC)
     except OverflowError:
@@ -260,6 +273,9 @@ async def list_alerts(request: web.Request) -> web.Response:
     if sort_given not in SORTS:
         raise ApiError(400, "bad_request", f"sort: one of {', '.join(SORTS)}")
     sort: Sort = "priority" if sort_given == "priority" else "newest"
+    overdue = _single(request, "overdue")
+    if overdue not in (None, "true", "false"):
+        raise ApiError(400, "bad_request", "overdue: true or false")
     flt = AlertFilter(
         rm_id=None if rm_id in (None, UNASSIGNED) else _check_id(rm_id or "", "rm_id"),
         unassigned=rm_id == UNASSIGNED,
@@ -268,6 +284,7 @@ async def list_alerts(request: web.Request) -> web.Response:
         severities=_multi(request, "severity", SEVERITIES),
         since=_parse_since(since) if since is not None else None,
         client_id=_check_id(client_id, "client_id") if client_id is not None else None,
+        overdue_at=datetime.now(UTC) if overdue == "true" else None,
     )
     limit = _parse_limit(_single(request, "limit"))
     principal = _principal(request)
@@ -310,7 +327,16 @@ async def get_alert(request: web.Request) -> web.Response:
     return _json(alert)
 
 
-async def _read_note(request: web.Request, required: bool) -> str | None:
+_BODY_FIELDS = {
+    "ack": ("note",),
+    "resolve": ("outcome", "note"),
+    "dismiss": ("reason", "note"),
+    "assign": ("rm_id", "note"),
+}
+
+
+async def _read_action_body(request: web.Request, action: str) -> dict[str, str | None]:
+    """The JSON body of an action: only its own fields, strings, the note cleaned (docs/api.md, "Lifecycle")."""
     raw = await read_body(request, MAX_BODY_BYTES, request.app[GATE_KEY].settings.api_body_timeout)
     body: Any = {}
     if raw.strip():
@@ -318,46 +344,82 @@ async def _read_note(request: web.Request, required: bool) -> str | None:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise ApiError(400, "bad_request", f"body: not valid JSON ({exc})") from None
+    fields = _BODY_FIELDS[action]
     if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", 'body: expected a JSON object like {"note": "..."}')
-    extra = sorted(set(body) - {"note"})
+        raise ApiError(400, "bad_request", f"body: expected a JSON object with {', '.join(fields)}")
+    extra = sorted(set(body) - set(fields))
     if extra:
-        raise ApiError(400, "bad_request", f"body: unknown field(s) {', '.join(extra)}; only `note` is accepted")
-    note = body.get("note")
-    if note is not None and not isinstance(note, str):
-        raise ApiError(400, "bad_request", "note: must be a string")
-    if note is not None:
-        if len(note) > MAX_NOTE_LENGTH:
-            raise ApiError(400, "bad_request", f"note: at most {MAX_NOTE_LENGTH} characters")
-        if _NOTE_CONTROL.search(note):
-            raise ApiError(400, "bad_request", "note: control characters are not allowed")
-        note = note.strip() or None
-    if required and note is None:
-        raise ApiError(400, "bad_request", "note: required (the reason for dismissing)")
-    return note
+        raise ApiError(
+            400, "bad_request", f"body: unknown field(s) {', '.join(extra)}; {action} accepts {', '.join(fields)}"
+        )
+    out: dict[str, str | None] = {}
+    for name in fields:
+        value = body.get(name)
+        if value is not None and not isinstance(value, str):
+            raise ApiError(400, "bad_request", f"{name}: must be a string")
+        out[name] = value
+    out["note"] = clean_note(out.get("note"))
+    return out
+
+
+def clean_note(note: str | None) -> str | None:
+    """A note within bounds, white space trimmed; an empty note is no note. ApiError otherwise."""
+    if note is None:
+        return None
+    if len(note) > MAX_NOTE_LENGTH:
+        raise ApiError(400, "bad_request", f"note: at most {MAX_NOTE_LENGTH} characters")
+    if _NOTE_CONTROL.search(note):
+        raise ApiError(400, "bad_request", "note: control characters are not allowed")
+    return note.strip() or None
+
+
+async def act(
+    store: AlertStore, principal: Principal, alert_id: str, action: str, fields: Mapping[str, str | None]
+) -> dict[str, Any]:
+    """One lifecycle action or assignment for the API and the workbench alike; ApiError for every refusal."""
+    if not principal.can_act:
+        # ops see everything, so a 403 here reveals nothing they could not read.
+        raise ApiError(403, "forbidden", f"{principal.role} tokens are read-only")
+    note = fields.get("note")
+    try:
+        if action == "assign":
+            rm_id = fields.get("rm_id")
+            if not rm_id:
+                raise ApiError(400, "bad_request", "rm_id: required (the RM to give the alert to)")
+            _check_id(rm_id, "rm_id")
+            if principal.role != "manager":
+                raise ApiError(403, "forbidden", "only managers assign alerts")
+            return await store.assign(
+                alert_id, rm_id, scope=principal.scope, actor=principal.name, actor_role=principal.role, note=note
+            )
+        outcome = check_closing(action, fields.get("outcome") or fields.get("reason"), note)
+        return await store.transition(
+            alert_id,
+            action,
+            scope=principal.scope,
+            actor=principal.name,
+            actor_role=principal.role,
+            note=note,
+            outcome=outcome,
+        )
+    except ClosingError as exc:
+        raise ApiError(400, "bad_request", str(exc)) from None
+    except OutsideScope:
+        raise ApiError(400, "bad_request", f"rm_id: {fields.get('rm_id')} is not an RM of your team") from None
+    except NotFound:
+        raise ApiError(404, "not_found", f"no alert {alert_id}") from None
+    except InvalidTransition as exc:
+        raise ApiError(409, "invalid_transition", str(exc), status=exc.status) from None
 
 
 def _action(name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
-    if name not in TRANSITIONS:  # pragma: no cover - wiring mistake
+    if name not in _BODY_FIELDS:  # pragma: no cover - wiring mistake
         raise ValueError(name)
 
     async def handler(request: web.Request) -> web.Response:
         alert_id = _check_id(request.match_info["alert_id"], "alert_id")
-        note = await _read_note(request, required=name == "dismiss")
-        principal = _principal(request)
-        store = _store(request)
-        if not principal.can_act:
-            # ops see everything, so a 403 here reveals nothing they could not read.
-            raise ApiError(403, "forbidden", f"{principal.role} tokens are read-only")
-        try:
-            alert = await store.transition(
-                alert_id, name, scope=principal.scope, actor=principal.name, actor_role=principal.role, note=note
-            )
-        except NotFound:
-            raise ApiError(404, "not_found", f"no alert {alert_id}") from None
-        except InvalidTransition as exc:
-            raise ApiError(409, "invalid_transition", str(exc), status=exc.status) from None
-        return _json(alert)
+        fields = await _read_action_body(request, name)
+        return _json(await act(_store(request), _principal(request), alert_id, name, fields))
 
     return handler
 
@@ -503,6 +565,32 @@ async def end_snooze(request: web.Request) -> web.Response:
     return await _apply_control(request, publisher, values)
 
 
+def report_period(since_text: str | None, until_text: str | None) -> tuple[datetime, datetime]:
+    """[since, until) of a report: the last 30 days by default, at most a year; ApiError otherwise."""
+    until = _parse_since(until_text, "until") if until_text is not None else datetime.now(UTC)
+    since = _parse_since(since_text) if since_text is not None else until - timedelta(days=REPORT_DEFAULT_DAYS)
+    if until.year >= 9999 or since.year <= 1:
+        raise ApiError(400, "bad_request", "since/until: a time between the years 2 and 9998")
+    if since >= until:
+        raise ApiError(400, "bad_request", "since: must be before until")
+    if until - since > timedelta(days=REPORT_MAX_DAYS):
+        raise ApiError(400, "bad_request", f"since/until: a report covers at most {REPORT_MAX_DAYS} days")
+    return since, until
+
+
+async def rule_report(store: AlertStore, principal: Principal, since: datetime, until: datetime) -> dict[str, Any]:
+    rows = await store.report_rows(principal.scope, since, until)
+    return build_report(since, until, rows["per_day"], rows["per_type"])
+
+
+async def get_report(request: web.Request) -> web.Response:
+    unknown = sorted(set(request.query) - REPORT_PARAMS)
+    if unknown:
+        raise ApiError(400, "bad_request", f"unknown query parameter(s): {', '.join(unknown)}")
+    since, until = report_period(_single(request, "since"), _single(request, "until"))
+    return _json(await rule_report(_store(request), _principal(request), since, until))
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Liveness: 503 only when the sink loop has died; a database outage shows as `degraded`."""
     status_fn = request.app.get(SINK_STATUS_KEY)
@@ -574,6 +662,8 @@ def create_api(
         app.router.add_post("/api/alerts/{alert_id}/ack", _action("ack"))
         app.router.add_post("/api/alerts/{alert_id}/resolve", _action("resolve"))
         app.router.add_post("/api/alerts/{alert_id}/dismiss", _action("dismiss"))
+        app.router.add_post("/api/alerts/{alert_id}/assign", _action("assign"))
+        app.router.add_get("/api/report", get_report)
         app.router.add_get("/api/clients/{client_id}", get_client)
         app.router.add_post("/api/clients/{client_id}/snoozes", add_snooze)
         app.router.add_delete("/api/clients/{client_id}/snoozes/{alert_type}", end_snooze)

@@ -11,7 +11,7 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -22,7 +22,10 @@ import asyncpg  # type: ignore[import-untyped]
 import orjson
 
 from handlers.access import Scope
-from handlers.lifecycle import TRANSITIONS
+from handlers.lifecycle import ASSIGNABLE, TRANSITIONS
+from handlers.ruleset import Ruleset
+from handlers.sla import due_by
+from handlers.worklist import INBOX_STATUSES
 from schemas.alerts import Alert
 from schemas.controls import ControlEvent
 from schemas.snapshot import SNAPSHOT_FIELDS, ClientSnapshot
@@ -30,6 +33,7 @@ from schemas.snapshot import SNAPSHOT_FIELDS, ClientSnapshot
 log = logging.getLogger(__name__)
 
 SYSTEM_ACTOR = "clientpulse"
+ESCALATION_ACTOR = "system"
 MIGRATION_LOCK = 0x636C_7075_6C73_6501
 """Advisory lock key: one process migrates at a time."""
 FEED_LOCK = 0x636C_7075_6C73_6502
@@ -53,12 +57,20 @@ class NotFound(StoreError):
 
 class InvalidTransition(StoreError):
     def __init__(self, action: str, status: str) -> None:
+        if action == "assign":
+            self.action, self.status, self.target = action, status, status
+            super().__init__(f"cannot assign an alert that is {status}: only open or acknowledged alerts are assigned")
+            return
         allowed, target = TRANSITIONS[action]
         self.action, self.status, self.target = action, status, target
         super().__init__(
             f"cannot {action} an alert that is {status}: {action} goes to {target} "
             f"and is allowed only from {' or '.join(sorted(allowed))}"
         )
+
+
+class OutsideScope(StoreError):
+    """An assignment to an RM the caller may not give work to."""
 
 
 class MigrationError(StoreError):
@@ -76,6 +88,8 @@ class AlertFilter:
     since: datetime | None = None
     """occurred_at >= since."""
     client_id: str | None = None
+    overdue_at: datetime | None = None
+    """Only alerts still open with due_by before this time."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,8 +149,10 @@ _KEYS: dict[str, tuple[tuple[str, str], ...]] = {
 _ALERT_COLUMNS = (
     "a.alert_id, a.type, a.severity, a.priority, a.client_id, a.rm_id, a.tier, a.occurred_at, a.detected_at, "
     "a.title, a.titles::text AS titles, a.facts::text AS facts, a.rule_version, a.source_event_ids, a.status, "
-    "a.stored_at, a.updated_at, a.seq"
+    "a.stored_at, a.updated_at, a.seq, a.due_by, a.outcome, a.acknowledged_at, a.closed_at, a.escalated_at"
 )
+InboxPosition = tuple[int, datetime, str]
+"""Where an inbox page ended: (priority, occurred_at, alert_id) of its last alert."""
 
 
 def _alert_json(row: asyncpg.Record) -> dict[str, Any]:
@@ -160,17 +176,38 @@ def _alert_json(row: asyncpg.Record) -> dict[str, Any]:
         "stored_at": _iso(row["stored_at"]),
         "updated_at": _iso(row["updated_at"]),
         "seq": row["seq"],
+        "due_by": _iso(row["due_by"]),
+        "outcome": row["outcome"],
+        "acknowledged_at": _iso(row["acknowledged_at"]),
+        "closed_at": _iso(row["closed_at"]),
+        "escalated_at": _iso(row["escalated_at"]),
     }
+
+
+_EVENT_COLUMNS = "at, actor, actor_role, from_status, to_status, note, action, outcome, assigned_from, assigned_to"
+
+
+def _event_action(row: asyncpg.Record) -> str:
+    """What an audit record says happened; records from before actions were written say it by their statuses."""
+    if row["action"]:
+        return str(row["action"])
+    if row["from_status"] is None:
+        return "created"
+    return {"acknowledged": "ack", "resolved": "resolve", "dismissed": "dismiss"}.get(row["to_status"], "ack")
 
 
 def _event_json(row: asyncpg.Record) -> dict[str, Any]:
     return {
         "at": _iso(row["at"]),
+        "action": _event_action(row),
         "actor": row["actor"],
         "actor_role": row["actor_role"],
         "from": row["from_status"],
         "to": row["to_status"],
         "note": row["note"],
+        "outcome": row["outcome"],
+        "assigned_from": row["assigned_from"],
+        "assigned_to": row["assigned_to"],
     }
 
 
@@ -234,7 +271,7 @@ _STAGING_DDL = """
 CREATE TEMP TABLE IF NOT EXISTS alert_staging (
     alert_id text, type text, severity text, priority smallint, client_id text, rm_id text, tier text,
     occurred_at timestamptz, detected_at timestamptz, title text, titles text, facts text,
-    rule_version text, source_event_ids text[]
+    rule_version text, source_event_ids text[], due_by timestamptz
 ) ON COMMIT DELETE ROWS
 """
 _STAGING_COLUMNS = (
@@ -252,18 +289,19 @@ _STAGING_COLUMNS = (
     "facts",
     "rule_version",
     "source_event_ids",
+    "due_by",
 )
 _INSERT_FROM_STAGING = f"""
 WITH ins AS (
     INSERT INTO alerts ({", ".join(_STAGING_COLUMNS)})
     SELECT alert_id, type, severity, priority, client_id, rm_id, tier, occurred_at, detected_at, title,
-           titles::jsonb, facts::jsonb, rule_version, source_event_ids
+           titles::jsonb, facts::jsonb, rule_version, source_event_ids, due_by
     FROM alert_staging
     ON CONFLICT (alert_id) DO NOTHING
     RETURNING alert_id, stored_at
 )
-INSERT INTO alert_events (alert_id, at, actor, actor_role, from_status, to_status)
-SELECT alert_id, stored_at, '{SYSTEM_ACTOR}', 'system', NULL, 'open' FROM ins
+INSERT INTO alert_events (alert_id, at, actor, actor_role, from_status, to_status, action)
+SELECT alert_id, stored_at, '{SYSTEM_ACTOR}', 'system', NULL, 'open', 'created' FROM ins
 """
 _FEED_NOTIFY = "SELECT pg_notify($1, (SELECT coalesce(max(seq), 0)::text FROM alerts))"
 _SNAPSHOT_COLUMNS = ", ".join(SNAPSHOT_FIELDS)
@@ -288,16 +326,28 @@ class AlertStore:
         self,
         dsn: str,
         *,
+        rules: Ruleset | None = None,
         min_size: int = 1,
         max_size: int = 10,
         connect_timeout: float = 5.0,
         command_timeout: float = 15.0,
     ) -> None:
         self.dsn = dsn
+        self._rules = rules
         self._min_size, self._max_size = min_size, max_size
         self._connect_timeout, self._command_timeout = connect_timeout, command_timeout
         self._pool: asyncpg.Pool | None = None
         self.migrated = False
+
+    @property
+    def rules(self) -> Ruleset:
+        """The rules file whose SLAs give stored alerts their due_by (the shipped one unless given)."""
+        if self._rules is None:
+            from handlers.ruleset import load_rules
+            from streams.settings import DEFAULT_RULES
+
+            self._rules = load_rules(DEFAULT_RULES)
+        return self._rules
 
     @property
     def connected(self) -> bool:
@@ -383,6 +433,7 @@ class AlertStore:
         """
         if not alerts:
             return 0
+        rules = self.rules
         records = [
             (
                 a.alert_id,
@@ -399,6 +450,7 @@ class AlertStore:
                 orjson.dumps(a.facts).decode(),
                 a.rule_version,
                 list(a.source_event_ids),
+                due_by(rules, a.type, a.occurred_at),
             )
             for a in alerts
         ]
@@ -458,6 +510,8 @@ class AlertStore:
             q.where.append(f"a.occurred_at >= {q.param(flt.since)}")
         if flt.client_id is not None:
             q.where.append(f"a.client_id = {q.param(flt.client_id)}")
+        if flt.overdue_at is not None:
+            q.where.append(f"a.status = 'open' AND a.due_by < {q.param(flt.overdue_at)}")
         if after is not None:
             if len(after) != len(keys):
                 raise ValueError(f"a position of the {sort} order has {len(keys)} parts")
@@ -520,21 +574,28 @@ class AlertStore:
         if row is None:
             return None
         events = await conn.fetch(
-            "SELECT at, actor, actor_role, from_status, to_status, note"
-            " FROM alert_events WHERE alert_id = $1 ORDER BY id",
-            alert_id,
+            f"SELECT {_EVENT_COLUMNS} FROM alert_events WHERE alert_id = $1 ORDER BY id", alert_id
         )
         alert = _alert_json(row)
         alert["events"] = [_event_json(e) for e in events]
         return alert
 
     async def transition(
-        self, alert_id: str, action: str, *, scope: Scope, actor: str, actor_role: str, note: str | None
+        self,
+        alert_id: str,
+        action: str,
+        *,
+        scope: Scope,
+        actor: str,
+        actor_role: str,
+        note: str | None,
+        outcome: str | None = None,
     ) -> dict[str, Any]:
         """Move an alert along its lifecycle and audit it, atomically; the alert row is locked meanwhile.
 
         The caller's scope is part of the locking query, so a row outside it is never locked nor waited
-        for: another RM's alert and a missing one cost the same and answer the same.
+        for: another RM's alert and a missing one cost the same and answer the same. `outcome` is the
+        resolve outcome or the dismiss reason, already checked against handlers/lifecycle.py.
         """
         allowed, target = TRANSITIONS[action]
         q = _Query()
@@ -548,22 +609,328 @@ class AlertStore:
                 if row["status"] not in allowed:
                     raise InvalidTransition(action, row["status"])
                 await conn.execute(
-                    "UPDATE alerts SET status = $2, updated_at = now() WHERE alert_id = $1", alert_id, target
+                    "UPDATE alerts SET status = $2, updated_at = now(),"
+                    " outcome = coalesce($3, outcome),"
+                    " acknowledged_at = CASE WHEN status = 'open' THEN now() ELSE acknowledged_at END,"
+                    " closed_at = CASE WHEN $2 IN ('resolved', 'dismissed') THEN now() ELSE closed_at END"
+                    " WHERE alert_id = $1",
+                    alert_id,
+                    target,
+                    outcome,
                 )
                 await conn.execute(
-                    "INSERT INTO alert_events (alert_id, actor, actor_role, from_status, to_status, note)"
-                    " VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO alert_events"
+                    " (alert_id, actor, actor_role, from_status, to_status, note, action, outcome)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     alert_id,
                     actor,
                     actor_role,
                     row["status"],
                     target,
                     note,
+                    action,
+                    outcome,
                 )
             alert = await self._get(conn, alert_id, scope)
         if alert is None:  # pragma: no cover - the row was just updated under a lock
             raise NotFound(alert_id)
         return alert
+
+    async def assign(
+        self, alert_id: str, rm_id: str, *, scope: Scope, actor: str, actor_role: str, note: str | None
+    ) -> dict[str, Any]:
+        """Give an open or acknowledged alert to an RM of the caller's scope; audited as `assign`.
+
+        The alert must be visible to the caller and the RM one the caller may give work to (a manager's
+        team); the RM then sees the alert as its own. Assigning to the RM it already has changes nothing
+        and records nothing.
+        """
+        if scope.rm_ids is not None and rm_id not in scope.rm_ids:
+            raise OutsideScope(rm_id)
+        q = _Query()
+        q.where.append(f"a.alert_id = {q.param(alert_id)}")
+        q.scope(scope)
+        async with self._require().acquire() as conn:
+            async with conn.transaction():
+                row = await conn.fetchrow(f"SELECT a.status, a.rm_id FROM alerts a WHERE {q.sql()} FOR UPDATE", *q.args)
+                if row is None:
+                    raise NotFound(alert_id)
+                if row["status"] not in ASSIGNABLE:
+                    raise InvalidTransition("assign", row["status"])
+                if row["rm_id"] != rm_id:
+                    await conn.execute(
+                        "UPDATE alerts SET rm_id = $2, updated_at = now() WHERE alert_id = $1", alert_id, rm_id
+                    )
+                    await conn.execute(
+                        "INSERT INTO alert_events (alert_id, actor, actor_role, from_status, to_status, note,"
+                        " action, assigned_from, assigned_to) VALUES ($1, $2, $3, $4, $4, $5, 'assign', $6, $7)",
+                        alert_id,
+                        actor,
+                        actor_role,
+                        row["status"],
+                        note,
+                        row["rm_id"],
+                        rm_id,
+                    )
+            alert = await self._get(conn, alert_id, Scope(None, True))
+        if alert is None:  # pragma: no cover - the row was just updated under a lock
+            raise NotFound(alert_id)
+        return alert
+
+    # ------------------------------------------------------------------ the workbench
+    async def inbox(
+        self,
+        scope: Scope,
+        *,
+        rm_ids: Sequence[str] | None = None,
+        unassigned: bool = False,
+        statuses: Sequence[str] = INBOX_STATUSES,
+        types: Sequence[str] = (),
+        severities: Sequence[str] = (),
+        limit: int = 50,
+        after: InboxPosition | None = None,
+    ) -> tuple[list[dict[str, Any]], InboxPosition | None]:
+        """Open and acknowledged alerts by priority, then newest: the RM's work, one keyset page."""
+        q = _Query()
+        q.scope(scope)
+        if unassigned:
+            q.where.append("a.rm_id IS NULL")
+        elif rm_ids is not None:
+            q.where.append(f"a.rm_id = ANY({q.param(list(rm_ids))}::text[])")
+        wanted = [s for s in statuses if s in INBOX_STATUSES] or list(INBOX_STATUSES)
+        # The index holds exactly the inbox statuses: keep them in the query's own words so it is used.
+        q.where.append("a.status IN ('open', 'acknowledged')")
+        if len(wanted) == 1:
+            q.where.append(f"a.status = {q.param(wanted[0])}")
+        if types:
+            q.where.append(f"a.type = ANY({q.param(list(types))}::text[])")
+        if severities:
+            q.where.append(f"a.severity = ANY({q.param(list(severities))}::text[])")
+        if after is not None:
+            priority, at, after_id = after
+            q.where.append(
+                f"(a.priority, a.occurred_at, a.alert_id) < ({q.param(priority)}::smallint,"
+                f" {q.param(at)}::timestamptz, {q.param(after_id)}::text)"
+            )
+        sql = (
+            f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()}"
+            f" ORDER BY a.priority DESC, a.occurred_at DESC, a.alert_id DESC LIMIT {q.param(limit + 1)}"
+        )
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(sql, *q.args)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        position = (int(last["priority"]), aware(last["occurred_at"]), last["alert_id"]) if more and last else None
+        return [_alert_json(r) for r in rows], position
+
+    async def overdue(self, scope: Scope, now: datetime, *, limit: int = 100) -> list[dict[str, Any]]:
+        """Open alerts past their due_by (SLA breached), the longest overdue first."""
+        q = _Query()
+        q.scope(scope)
+        q.where.append("a.status = 'open'")
+        q.where.append(f"a.due_by < {q.param(now)}")
+        sql = (
+            f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()}"
+            f" ORDER BY a.due_by, a.alert_id LIMIT {q.param(limit)}"
+        )
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(sql, *q.args)
+        return [_alert_json(r) for r in rows]
+
+    async def team_counts(self, scope: Scope, rm_ids: Sequence[str], now: datetime) -> dict[str | None, dict[str, int]]:
+        """Per RM of `rm_ids` (and None for the unassigned, when the scope has them): open, acknowledged, overdue."""
+        q = _Query()
+        q.scope(scope)
+        q.where.append("a.status IN ('open', 'acknowledged')")
+        who = f"a.rm_id = ANY({q.param(list(rm_ids))}::text[])"
+        q.where.append(f"({who} OR a.rm_id IS NULL)" if scope.unassigned else who)
+        now_param = q.param(now)
+        sql = (
+            "SELECT a.rm_id, count(*) FILTER (WHERE a.status = 'open') AS open,"
+            " count(*) FILTER (WHERE a.status = 'acknowledged') AS acknowledged,"
+            f" count(*) FILTER (WHERE a.status = 'open' AND a.due_by < {now_param}) AS overdue"
+            f" FROM alerts a WHERE {q.sql()} GROUP BY a.rm_id"
+        )
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(sql, *q.args)
+        counts: dict[str | None, dict[str, int]] = {rm: {"open": 0, "acknowledged": 0, "overdue": 0} for rm in rm_ids}
+        for r in rows:
+            counts[r["rm_id"]] = {"open": r["open"], "acknowledged": r["acknowledged"], "overdue": r["overdue"]}
+        return counts
+
+    async def client_timeline(
+        self, client_id: str, scope: Scope, *, limit: int = 100
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """The client's visible alerts, newest first, each with its whole audit trail; and whether more exist."""
+        q = _Query()
+        q.where.append(f"a.client_id = {q.param(client_id)}")
+        q.scope(scope)
+        sql = (
+            f"SELECT {_ALERT_COLUMNS} FROM alerts a WHERE {q.sql()}"
+            f" ORDER BY a.occurred_at DESC, a.alert_id DESC LIMIT {q.param(limit + 1)}"
+        )
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(sql, *q.args)
+            more = len(rows) > limit
+            rows = rows[:limit]
+            ids = [r["alert_id"] for r in rows]
+            events = await conn.fetch(
+                f"SELECT alert_id, {_EVENT_COLUMNS} FROM alert_events WHERE alert_id = ANY($1::text[]) ORDER BY id",
+                ids,
+            )
+        by_alert: dict[str, list[dict[str, Any]]] = {}
+        for e in events:
+            by_alert.setdefault(e["alert_id"], []).append(_event_json(e))
+        alerts = []
+        for r in rows:
+            alert = _alert_json(r)
+            alert["events"] = by_alert.get(r["alert_id"], [])
+            alerts.append(alert)
+        return alerts, more
+
+    # ------------------------------------------------------------------ SLAs and escalation
+    async def fill_due_by(self, batch: int = 10_000) -> int:
+        """Give alerts stored before SLAs existed their due_by, from this store's rules; returns how many."""
+        rules = self.rules
+        types = sorted(rules.sla)
+        hours = [rules.sla[t] / 3_600_000_000 for t in types]
+        default = rules.sla_default / 3_600_000_000
+        total = 0
+        async with self._require().acquire() as conn:
+            while True:
+                status = await conn.execute(
+                    "WITH sla AS (SELECT * FROM unnest($1::text[], $2::float8[]) AS s(type, hours)),"
+                    " todo AS (SELECT alert_id FROM alerts WHERE due_by IS NULL LIMIT $4)"
+                    " UPDATE alerts a SET due_by = a.occurred_at"
+                    " + make_interval(secs => coalesce((SELECT hours FROM sla WHERE sla.type = a.type), $3) * 3600)"
+                    " FROM todo WHERE todo.alert_id = a.alert_id",
+                    types,
+                    hours,
+                    default,
+                    batch,
+                )
+                done = int(status.rsplit(" ", 1)[-1])
+                total += done
+                if done < batch:
+                    return total
+
+    async def escalate_due(self, now: datetime, *, limit: int = 10_000) -> int:
+        """Mark open alerts past due_by as escalated, with their `escalated` audit record; returns how many.
+
+        One statement: under concurrent sweeps (several sinks) PostgreSQL re-checks `escalated_at IS NULL`
+        on each row it waited for, so every alert is escalated exactly once, whoever sweeps.
+        """
+        sql = f"""
+WITH due AS (
+    SELECT alert_id FROM alerts
+    WHERE status = 'open' AND escalated_at IS NULL AND due_by < $1
+    ORDER BY due_by LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), esc AS (
+    UPDATE alerts a SET escalated_at = $1
+    FROM due WHERE a.alert_id = due.alert_id AND a.status = 'open' AND a.escalated_at IS NULL
+    RETURNING a.alert_id
+)
+INSERT INTO alert_events (alert_id, at, actor, actor_role, from_status, to_status, action)
+SELECT alert_id, $1, '{ESCALATION_ACTOR}', 'system', 'open', 'open', 'escalated' FROM esc
+"""
+        async with self._require().acquire() as conn, conn.transaction():
+            status = await conn.execute(sql, now, limit)
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def unsent_escalations(self, *, limit: int = 500) -> list[dict[str, Any]]:
+        """Escalated alerts whose push is not on the broker yet, oldest escalation first."""
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(
+                f"SELECT {_ALERT_COLUMNS} FROM alerts a"
+                " WHERE a.escalated_at IS NOT NULL AND a.escalation_sent_at IS NULL"
+                " ORDER BY a.escalated_at, a.alert_id LIMIT $1",
+                limit,
+            )
+        return [_alert_json(r) for r in rows]
+
+    async def mark_escalations_sent(self, alert_ids: Sequence[str]) -> None:
+        async with self._require().acquire() as conn:
+            await conn.execute(
+                "UPDATE alerts SET escalation_sent_at = now()"
+                " WHERE alert_id = ANY($1::text[]) AND escalation_sent_at IS NULL",
+                list(alert_ids),
+            )
+
+    async def overdue_by_type(self, now: datetime) -> dict[str, int]:
+        async with self._require().acquire() as conn:
+            rows = await conn.fetch(
+                "SELECT type, count(*) AS n FROM alerts WHERE status = 'open' AND due_by < $1 GROUP BY type", now
+            )
+        return {r["type"]: r["n"] for r in rows}
+
+    # ------------------------------------------------------------------ the rule report and labels
+    async def report_rows(self, scope: Scope, since: datetime, until: datetime) -> dict[str, list[asyncpg.Record]]:
+        """The raw figures of the rule report (handlers/report.py makes the report of them)."""
+        q = _Query()
+        q.scope(scope)
+        q.where.append(f"a.occurred_at >= {q.param(since)}")
+        q.where.append(f"a.occurred_at < {q.param(until)}")
+        where = q.sql()
+        per_day = (
+            "SELECT a.type, (a.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n"
+            f" FROM alerts a WHERE {where} GROUP BY 1, 2 ORDER BY 1, 2"
+        )
+        per_type = (
+            "SELECT a.type, count(*) AS alerts,"
+            " count(*) FILTER (WHERE a.acknowledged_at IS NOT NULL OR a.due_by <= now()) AS sla_decided,"
+            " count(*) FILTER (WHERE a.acknowledged_at IS NOT NULL AND a.acknowledged_at <= a.due_by) AS sla_met,"
+            " percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM a.acknowledged_at - a.occurred_at))"
+            "   FILTER (WHERE a.acknowledged_at IS NOT NULL) AS median_ack_seconds,"
+            " count(*) FILTER (WHERE a.status IN ('resolved', 'dismissed')) AS closed,"
+            " count(*) FILTER (WHERE a.status = 'resolved' AND a.outcome IS NOT NULL"
+            "   AND a.outcome <> 'no_action_needed') AS useful"
+            f" FROM alerts a WHERE {where} GROUP BY 1 ORDER BY 1"
+        )
+        async with self._require().acquire() as conn:
+            return {
+                "per_day": list(await conn.fetch(per_day, *q.args)),
+                "per_type": list(await conn.fetch(per_type, *q.args)),
+            }
+
+    async def export_labels(
+        self, since: datetime | None = None, batch: int = 5000
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Closed alerts with their outcome, oldest first, in batches (an async iterator of lists of dicts)."""
+        async with self._require().acquire() as conn, conn.transaction():
+            cursor = conn.cursor(
+                "SELECT alert_id, type, severity, tier, rm_id, client_id, status, outcome, occurred_at, due_by,"
+                " acknowledged_at, closed_at, rule_version FROM alerts"
+                " WHERE status IN ('resolved', 'dismissed') AND ($1::timestamptz IS NULL OR occurred_at >= $1)"
+                " ORDER BY occurred_at, alert_id",
+                since,
+                prefetch=batch,
+            )
+            chunk: list[dict[str, Any]] = []
+            async for row in cursor:
+                chunk.append(
+                    {
+                        "alert_id": row["alert_id"],
+                        "type": row["type"],
+                        "severity": row["severity"],
+                        "tier": row["tier"],
+                        "rm_id": row["rm_id"],
+                        "client_id": row["client_id"],
+                        "status": row["status"],
+                        "outcome": row["outcome"],
+                        "occurred_at": _iso(row["occurred_at"]),
+                        "due_by": _iso(row["due_by"]),
+                        "acknowledged_at": _iso(row["acknowledged_at"]),
+                        "closed_at": _iso(row["closed_at"]),
+                        "rule_version": row["rule_version"],
+                    }
+                )
+                if len(chunk) >= batch:
+                    yield chunk
+                    chunk = []
+            if chunk:
+                yield chunk
 
     async def get_client(self, client_id: str) -> dict[str, Any] | None:
         async with self._require().acquire() as conn:
