@@ -255,6 +255,20 @@ class Settings(BaseSettings):
         le=300,
         description="Seconds a client has to send a request body; then 408.",
     )
+    workbench_poll_seconds: float = Field(
+        10.0,
+        validation_alias=_env("CLIENTPULSE_WORKBENCH_POLL_SECONDS"),
+        ge=0.2,
+        le=600,
+        description="How often an open inbox page asks for new alerts.",
+    )
+    escalation_seconds: float = Field(
+        60.0,
+        validation_alias=_env("CLIENTPULSE_ESCALATION_SECONDS"),
+        ge=0.2,
+        le=3600,
+        description="How often the sink escalates open alerts past their due_by (each sink; safe with several).",
+    )
     sink_batch_size: int = Field(500, validation_alias=_env("CLIENTPULSE_SINK_BATCH_SIZE"), ge=1, le=100_000)
     sink_backoff_max: float = Field(5.0, validation_alias=_env("CLIENTPULSE_SINK_BACKOFF_MAX"), gt=0, le=300)
     workbench_url: str = Field(

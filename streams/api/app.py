@@ -37,6 +37,7 @@ from streams.api.identity import SAFE_METHODS, AuthFailure, Gatekeeper, Identity
 from streams.api.oidc import OidcClient
 from streams.api.pages import Pages
 from streams.api.server import SECURITY_HEADERS, SERVER_NAME
+from streams.api.workbench import Workbench
 from streams.settings import Settings
 from streams.sink.controls import ControlPublisher
 from streams.sink.store import (
@@ -668,6 +669,9 @@ def create_api(
         app.router.add_post("/api/clients/{client_id}/snoozes", add_snooze)
         app.router.add_delete("/api/clients/{client_id}/snoozes/{alert_type}", end_snooze)
         Pages(gate, oidc).routes(app)
+        Workbench(
+            gate, store, store.rules, act=act, report=rule_report, poll_seconds=settings.workbench_poll_seconds
+        ).routes(app)
     return app
 
 

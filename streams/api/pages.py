@@ -1,6 +1,7 @@
 """Browser sign-in: the sign-in page (English and Chinese), token sign-in, single sign-on, sign-out.
 
-Pages are plain HTML with no script at all; every value shown is escaped.
+Sign-in pages are plain HTML with no script at all; every value shown is escaped.
+Once signed in, `/` is the workbench (streams/api/workbench.py).
 Forms carry a hidden `csrf_token`: on the sign-in form it is bound to a
 short-lived cookie of the browser (so another site cannot sign a browser in
 as someone else), on signed-in pages to the session.
@@ -27,7 +28,7 @@ log = logging.getLogger("clientpulse.api.pages")
 LANGS = ("en", "zh")
 SIGNIN_ATTEMPT_SECONDS = 600
 MAX_FORM_BYTES = 4096
-STATIC_FILES = {"signin.css": "text/css"}
+STATIC_FILES = {"signin.css": "text/css", "workbench.css": "text/css", "workbench.js": "text/javascript"}
 
 TEXT: dict[str, dict[str, str]] = {
     "en": {
@@ -41,9 +42,6 @@ TEXT: dict[str, dict[str, str]] = {
         "unavailable": "Sign-in is unavailable right now. Try again in a few minutes.",
         "sso_failed": "Single sign-on did not complete. Please try again.",
         "sso_no_role": "You are signed in at {provider}, but you have no clientpulse role. Ask your manager.",
-        "welcome_title": "clientpulse",
-        "welcome": "Signed in as {name} ({role}).",
-        "signout": "Sign out",
         "other_lang": "中文",
     },
     "zh": {
@@ -57,9 +55,6 @@ TEXT: dict[str, dict[str, str]] = {
         "unavailable": "登录服务暂时不可用，请几分钟后重试。",
         "sso_failed": "单点登录未完成，请重试。",
         "sso_no_role": "您已在 {provider} 登录，但没有 clientpulse 角色，请联系您的主管。",
-        "welcome_title": "clientpulse",
-        "welcome": "已登录：{name}（{role}）。",
-        "signout": "退出登录",
         "other_lang": "English",
     },
 }
@@ -99,8 +94,6 @@ class Pages:
         self.oidc = oidc
 
     def routes(self, app: web.Application) -> None:
-        app.router.add_get("/", self.root)
-        app.router.add_get("/welcome", self.welcome)
         app.router.add_get("/signin", self.signin_page)
         app.router.add_post("/signin", self.signin_submit)
         app.router.add_post("/signout", self.signout)
@@ -114,26 +107,6 @@ class Pages:
             return await self.gate.identify(request)
         except AuthFailure:
             return None
-
-    async def root(self, request: web.Request) -> web.StreamResponse:
-        identity = await self._identity(request)
-        raise web.HTTPSeeOther("/welcome" if identity is not None else "/signin")
-
-    async def welcome(self, request: web.Request) -> web.StreamResponse:
-        """A placeholder for the workbench: who is signed in, and the sign-out button."""
-        identity = await self._identity(request)
-        if identity is None:
-            raise web.HTTPSeeOther("/signin")
-        lang = page_lang(request)
-        t = TEXT[lang]
-        csrf = identity.csrf_token or ""
-        who = t["welcome"].format(name=html.escape(identity.principal.name), role=html.escape(identity.principal.role))
-        body = (
-            f"<h1>{html.escape(t['welcome_title'])}</h1><p>{who}</p>"
-            f'<form method="post" action="/signout"><input type="hidden" name="csrf_token" value="{html.escape(csrf)}">'
-            f'<button type="submit">{html.escape(t["signout"])}</button></form>'
-        )
-        return _html(_page(lang, t["welcome_title"], body, csrf=csrf))
 
     async def _signin_form(
         self,
