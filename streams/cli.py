@@ -158,6 +158,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args)
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from streams.tools.labels import run_report
+
+    return run_report(args)
+
+
+def cmd_export_labels(args: argparse.Namespace) -> int:
+    from streams.tools.labels import run_export_labels
+
+    return run_export_labels(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clientpulse", description="Relationship-manager alerts from bank events.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -239,6 +251,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("token", help="print the salted hash of an API token read from stdin (for the token config)")
     p.add_argument("action", nargs="?", choices=["hash"], default="hash", help="hash (the default)")
     p.set_defaults(func=lambda _args: token_command())
+
+    p = sub.add_parser("report", help="the rule report from the alert store (per type: volume, SLA, usefulness)")
+    p.add_argument("--since", type=_parse_time, default=None, help="start (default: --days before --until)")
+    p.add_argument("--until", type=_parse_time, default=None, help="end (default: now)")
+    p.add_argument("--days", type=int, default=30, help="length of the period when --since is not given")
+    p.add_argument("--json", type=Path, default=None, help="also write the report as JSON here")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export-labels", help="closed alerts and their outcomes as JSON lines (what-if input)")
+    p.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
+    p.add_argument("--since", type=_parse_time, default=None, help="only alerts that occurred from this time")
+    p.set_defaults(func=cmd_export_labels)
 
     p = sub.add_parser("bench", help="measure throughput and latency")
     p.add_argument("--quick", action="store_true", help="a small run, under a minute")

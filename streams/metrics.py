@@ -101,6 +101,19 @@ STORE_UP = Gauge("clientpulse_alert_store_up", "1 when the last database write s
 STORE_FAILURES = Counter("clientpulse_alert_store_failures", "Failed database writes (retried)")
 API_STREAMS = Gauge("clientpulse_api_streams", "Open alert streams (GET /api/alerts/stream)")
 
+ALERTS_OVERDUE = Gauge(
+    "clientpulse_alerts_overdue",
+    "Open alerts past their due_by, by type (the whole store: every sink reports the same; use max, not sum)",
+    ["type"],
+)
+ALERTS_ESCALATED = Counter(
+    "clientpulse_alerts_escalated", "Overdue alerts escalated to managers (pushes sent), by type", ["type"]
+)
+ESCALATION_SWEEP_SECONDS = Histogram(
+    "clientpulse_escalation_sweep_seconds", "Time of one escalation sweep over the store", buckets=LATENCY_BUCKETS
+)
+ESCALATION_FAILURES = Counter("clientpulse_escalation_failures", "Escalation sweeps that failed (retried)")
+
 # ------------------------------------------------------------------ RM API: identity and HTTP
 AUTH_FAILURES = Counter(
     "clientpulse_api_auth_failures",

@@ -196,6 +196,10 @@ class Principals:
         """Configured hashes that every unknown token must be checked against with scrypt."""
         return sum(1 for parsed, _ in self._entries if parsed.fingerprint is None)
 
+    def all(self) -> list[Principal]:
+        """Every configured principal, as configured now."""
+        return list(self._by_name.values())
+
     def by_name(self, name: str) -> Principal | None:
         """The principal of the token entry called `name`, as configured now."""
         return self._by_name.get(name)

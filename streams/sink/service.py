@@ -37,6 +37,7 @@ from streams.api.server import ApiRunner
 from streams.kafka_client import client_kwargs
 from streams.settings import ENV_NAMES, ConfigError, Settings
 from streams.sink.controls import ControlPublisher
+from streams.sink.escalation import Escalator, managers_by_rm
 from streams.sink.store import AlertStore, MigrationError
 from streams.topics import ensure_topics
 
@@ -91,11 +92,13 @@ class AlertSink:
         *,
         backoff_initial: float = BACKOFF_INITIAL,
         rules: Ruleset | None = None,
+        escalator: Escalator | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.rules = rules if rules is not None else load_rules(settings.rules_path)
         """Its priority tables give alerts of workers older than the priority field theirs."""
+        self.escalator = escalator
         self.backoff_initial = backoff_initial
         self.backoff_max = settings.sink_backoff_max
         self.group_id = f"{settings.app_id}-sink"
@@ -178,6 +181,9 @@ class AlertSink:
             applied = await self.store.migrate()
             if applied:
                 log.info("schema migrations applied: %s", ", ".join(applied))
+            filled = await self.store.fill_due_by()
+            if filled:
+                log.info("due_by given to %d alert(s) stored before SLAs existed", filled)
 
         await self._retry("connecting to the alert store", connect, database=True)
 
@@ -202,11 +208,20 @@ class AlertSink:
             await consumer.start()
             try:
                 await producer.start()
+                escalating = (
+                    asyncio.create_task(self.escalator.run(producer, self._stopping))
+                    if self.escalator is not None
+                    else None
+                )
                 try:
                     self.consuming = True
                     await self._consume(consumer, producer)
                 finally:
                     self.consuming = False
+                    if escalating is not None:
+                        escalating.cancel()
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await escalating
                     await producer.stop()
             finally:
                 await consumer.stop()
@@ -326,10 +341,12 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
     if not settings.database_url:
         raise ConfigError(f"clientpulse: {ENV_NAMES['database_url']} must be set for the sink")
     oidc_config = OidcConfig.from_settings(settings) if with_api else None
-    teams = Teams(read_teams(settings)) if with_api else Teams()
+    teams = Teams(read_teams(settings))
     await ensure_topics(settings)
-    store = AlertStore(settings.database_url)
-    sink = AlertSink(settings, store, rules=rules)
+    store = AlertStore(settings.database_url, rules=rules)
+    known = principals or Principals([])
+    escalator = Escalator(settings, store, lambda: managers_by_rm(known.all(), teams.teams))
+    sink = AlertSink(settings, store, rules=rules, escalator=escalator)
     metrics.STORE_UP.set(0)
     oidc = OidcClient(oidc_config) if oidc_config is not None else None
     controls = ControlPublisher(settings, store) if with_api else None
@@ -349,7 +366,7 @@ async def serve(settings: Settings, principals: Principals | None, with_api: boo
     await runner.setup()
     site = web.TCPSite(runner, settings.api_host, settings.api_port)
     await site.start()
-    files = ConfigFiles(settings, principals or Principals([]), teams)
+    files = ConfigFiles(settings, known, teams)
     if with_api:
         files.start()
     log.info(

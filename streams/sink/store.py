@@ -839,24 +839,30 @@ SELECT alert_id, $1, '{ESCALATION_ACTOR}', 'system', 'open', 'open', 'escalated'
             status = await conn.execute(sql, now, limit)
         return int(status.rsplit(" ", 1)[-1])
 
-    async def unsent_escalations(self, *, limit: int = 500) -> list[dict[str, Any]]:
-        """Escalated alerts whose push is not on the broker yet, oldest escalation first."""
-        async with self._require().acquire() as conn:
+    async def send_escalations(
+        self, send: Callable[[list[dict[str, Any]]], Awaitable[None]], *, limit: int = 500
+    ) -> int:
+        """Hand escalated alerts whose push is not out yet to `send`, then record them as sent; returns how many.
+
+        The rows stay locked (SKIP LOCKED for other sinks) from the read until the record, so two sinks never
+        send the same escalation at once; a sink that dies after `send` and before the record leaves them
+        unsent, and they go out again (same push ids).
+        """
+        async with self._require().acquire() as conn, conn.transaction():
             rows = await conn.fetch(
                 f"SELECT {_ALERT_COLUMNS} FROM alerts a"
                 " WHERE a.escalated_at IS NOT NULL AND a.escalation_sent_at IS NULL"
-                " ORDER BY a.escalated_at, a.alert_id LIMIT $1",
+                " ORDER BY a.escalated_at, a.alert_id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 limit,
             )
-        return [_alert_json(r) for r in rows]
-
-    async def mark_escalations_sent(self, alert_ids: Sequence[str]) -> None:
-        async with self._require().acquire() as conn:
+            if not rows:
+                return 0
+            await send([_alert_json(r) for r in rows])
             await conn.execute(
-                "UPDATE alerts SET escalation_sent_at = now()"
-                " WHERE alert_id = ANY($1::text[]) AND escalation_sent_at IS NULL",
-                list(alert_ids),
+                "UPDATE alerts SET escalation_sent_at = now() WHERE alert_id = ANY($1::text[])",
+                [r["alert_id"] for r in rows],
             )
+        return len(rows)
 
     async def overdue_by_type(self, now: datetime) -> dict[str, int]:
         async with self._require().acquire() as conn:
