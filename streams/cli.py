@@ -170,6 +170,12 @@ def cmd_export_labels(args: argparse.Namespace) -> int:
     return run_export_labels(args)
 
 
+def cmd_screenshots(args: argparse.Namespace) -> int:
+    from streams.tools.screenshots import run_screenshots
+
+    return run_screenshots(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clientpulse", description="Relationship-manager alerts from bank events.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -263,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="file to write (default: stdout)")
     p.add_argument("--since", type=_parse_time, default=None, help="only alerts that occurred from this time")
     p.set_defaults(func=cmd_export_labels)
+
+    p = sub.add_parser("screenshots", help="pictures of a running demo's workbench (Playwright + Chromium)")
+    p.add_argument("url", help="the workbench address the demo printed")
+    p.add_argument("--tokens", type=Path, default=Path(".demo/tokens.json"))
+    p.add_argument("--role", choices=["rm", "manager", "ops"], default="rm")
+    p.add_argument("--lang", choices=["en", "zh"], default="en")
+    p.add_argument("--out", type=Path, default=Path("docs/images"))
+    p.add_argument("--suffix", default="")
+    p.add_argument("--width", type=int, default=1280)
+    p.add_argument("--height", type=int, default=800)
+    p.set_defaults(func=cmd_screenshots)
 
     p = sub.add_parser("bench", help="measure throughput and latency")
     p.add_argument("--quick", action="store_true", help="a small run, under a minute")

@@ -1,10 +1,16 @@
-"""`clientpulse demo`: the whole service on one machine, alerts printed as they fire.
+"""`clientpulse demo`: the whole service on one machine, alerts printed as they fire, the workbench open.
 
 Starts what is missing (a Tansu broker unless KAFKA_BOOTSTRAP is set, a
 private PostgreSQL unless DATABASE_URL is set), a worker, the notifier and the
 alert sink as child processes, and feeds a synthetic bank. It shows, for each
 RM, how many alerts were pushed at once and how many wait for the digest.
 Ctrl-C (or --duration) stops everything it started, children included.
+
+The sink serves the workbench on 127.0.0.1 with demo people whose tokens are
+written to .demo/tokens.json (readable by the owner only): a few RMs of the
+synthetic bank, their manager and an ops user. The demo's rules are the
+shipped ones with SLAs of minutes instead of hours, so escalations and the
+manager's overdue list show within the demo.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -28,8 +35,9 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer  # type: ignore[import-untyped]
 
+from streams.api.auth import hash_token
 from streams.kafka_client import client_kwargs
-from streams.settings import load_settings
+from streams.settings import DEFAULT_RULES, load_settings
 from streams.tools.embedded import (
     LOCAL_POSTGRES,
     EmbeddedBroker,
@@ -43,6 +51,19 @@ from streams.tools.embedded import (
 )
 from streams.tools.simulate import produce_live
 from streams.topics import ensure_topics
+
+DEMO_PEOPLE: list[dict[str, Any]] = [
+    {"name": "amy.chen", "role": "rm", "rm_id": "rm-001"},
+    {"name": "li.wang", "role": "rm", "rm_id": "rm-002"},
+    {"name": "omar.haddad", "role": "rm", "rm_id": "rm-003"},
+    {"name": "wei.zhang", "role": "manager", "team": ["rm-001", "rm-002", "rm-003", "rm-004", "rm-005"]},
+    {"name": "noc", "role": "ops"},
+]
+"""RM ids are the synthetic bank's (rm-001 ...), so the demo's RMs see alerts."""
+DEMO_SLA_HOURS = {"complaint": "0.05", "new_client_first_txn": "0.05", "large_outflow": "0.05", "aum_drain": "0.05"}
+DEMO_SLA_DEFAULT_HOURS = "0.15"
+UNASSIGNED_EVERY = 25
+"""Every 25th synthetic client has no RM: the manager's Unassigned list has work."""
 
 COLOURS = {"critical": "\033[31m", "warning": "\033[33m", "info": "\033[36m"}
 RESET = "\033[0m"
@@ -92,6 +113,8 @@ class Demo:
         self.alerts_by_rm: defaultdict[str, set[str]] = defaultdict(set)
         self.pushed_by_rm: defaultdict[str, set[str]] = defaultdict(set)
         self.digested_by_rm: defaultdict[str, set[str]] = defaultdict(set)
+        self.api_port = 0
+        self.people: list[dict[str, Any]] = []
 
     def say(self, text: str) -> None:
         print(text, flush=True)
@@ -116,6 +139,13 @@ class Demo:
         self.say(f"database  {self.choose_database()}")
         self.env["CLIENTPULSE_WEB_PORT"] = str(self.worker_port)
         self.env.setdefault("CLIENTPULSE_API_PORT", str(free_port()))
+        self.api_port = int(self.env["CLIENTPULSE_API_PORT"])
+        self.env.setdefault("CLIENTPULSE_API_HOST", "127.0.0.1")
+        self.env.setdefault("CLIENTPULSE_SESSION_COOKIE_SECURE", "false")  # plain HTTP on loopback
+        self.env.setdefault("CLIENTPULSE_ESCALATION_SECONDS", "10")
+        self.env.setdefault("CLIENTPULSE_WORKBENCH_POLL_SECONDS", "5")
+        self.env.setdefault("CLIENTPULSE_RULES", str(self.demo_rules()))
+        self.env["CLIENTPULSE_API_TOKENS"] = json.dumps({"tokens": self.demo_tokens()})
         self.env.setdefault("CLIENTPULSE_DATA_DIR", str(self.workdir / "worker-data"))
         self.env.setdefault("CLIENTPULSE_TICK_SECONDS", "2")
         self.env.setdefault("CLIENTPULSE_SNAPSHOT_SECONDS", "5")
@@ -149,6 +179,57 @@ class Demo:
     @property
     def local_server(self) -> str:
         return self.local_postgres.rpartition("@")[2].rpartition("/")[0]
+
+    def demo_rules(self) -> Path:
+        """The shipped rules with SLAs of minutes, so that escalations happen while the demo runs."""
+        import yaml
+
+        rules = yaml.safe_load(DEFAULT_RULES.read_text(encoding="utf-8"))
+        rules["sla_hours"] = dict(DEMO_SLA_HOURS)
+        rules["sla_default_hours"] = DEMO_SLA_DEFAULT_HOURS
+        path = self.workdir / "rules.yaml"
+        path.write_text(
+            "# The demo's rules: rules/default.yaml with SLAs of minutes (written by clientpulse demo).\n"
+            + yaml.safe_dump(rules, sort_keys=False, allow_unicode=True),
+            encoding="utf-8",
+        )
+        return path
+
+    def demo_tokens(self) -> list[dict[str, Any]]:
+        """New random tokens for the demo people: the file for people, the hashes for the sink."""
+        people = [{**person, "token": secrets.token_urlsafe(24)} for person in DEMO_PEOPLE]
+        path = self.workdir / "tokens.json"
+        path.touch(mode=0o600, exist_ok=True)
+        path.chmod(0o600)
+        path.write_text(json.dumps(people, indent=2) + "\n", encoding="utf-8")
+        self.people = people
+        entries = []
+        for person in people:
+            entry = {k: v for k, v in person.items() if k != "token"}
+            entry["hash"] = hash_token(person["token"], log2_n=12)
+            entries.append(entry)
+        return entries
+
+    def sink_ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/readyz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    async def announce_workbench(self, stop: asyncio.Event, timeout: float = 90.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = time.monotonic() + timeout
+        while not stop.is_set() and time.monotonic() < deadline:
+            if await loop.run_in_executor(None, self.sink_ready):
+                self.say(f"workbench  http://127.0.0.1:{self.api_port}/")
+                first = self.people[0]
+                self.say(
+                    f"sign in   open the address and paste a token from {self.workdir / 'tokens.json'} "
+                    f"(e.g. {first['name']}, {first['role']} {first['rm_id']}: {first['token']})"
+                )
+                return
+            await asyncio.sleep(0.5)
 
     def spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         log = open(self.workdir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
@@ -284,6 +365,7 @@ class Demo:
             self.sent = n
 
         tasks: list[asyncio.Task[Any]] = [
+            asyncio.create_task(self.announce_workbench(stop)),
             asyncio.create_task(self.print_alerts(stop)),
             asyncio.create_task(self.tally_notifications(stop)),
             asyncio.create_task(self.progress(stop)),
@@ -292,7 +374,16 @@ class Demo:
         feeding = asyncio.Event()  # set: the synthetic bank stops; the rest goes on until `stop`
         feed = asyncio.create_task(
             produce_live(
-                load_settings(), self.args.clients, self.args.rate, None, 7, feeding, on_sent, 2.0, HISTORY_DAYS
+                load_settings(),
+                self.args.clients,
+                self.args.rate,
+                None,
+                7,
+                feeding,
+                on_sent,
+                2.0,
+                HISTORY_DAYS,
+                unassigned_every=UNASSIGNED_EVERY,
             )
         )
         deadline = None if self.args.duration is None else time.monotonic() + self.args.duration

@@ -40,6 +40,7 @@ async def produce_live(
     on_sent: Callable[[int], None] | None = None,
     settle_seconds: float = 0.0,
     history_days: float = 0.0,
+    unassigned_every: int = 0,
 ) -> int:
     """Onboard the bank, then send events stamped with the wall clock at `rate` per second.
 
@@ -52,7 +53,9 @@ async def produce_live(
     producer = AIOKafkaProducer(**client_kwargs(settings), acks="all", linger_ms=5)
     await producer.start()
     run_id = f"sim{int(time.time())}"
-    bank = SyntheticBank(clients=clients, rms=max(1, clients // 15), seed=seed, run_id=run_id)
+    bank = SyntheticBank(
+        clients=clients, rms=max(1, clients // 15), seed=seed, run_id=run_id, unassigned_every=unassigned_every
+    )
     sent = 0
 
     async def send(topic: str, key: str, value: dict[str, object]) -> None:

@@ -57,10 +57,18 @@ class _Client:
 
 class SyntheticBank:
     def __init__(
-        self, clients: int = 300, rms: int = 20, seed: int = 7, run_id: str = "sim", controls: bool = False
+        self,
+        clients: int = 300,
+        rms: int = 20,
+        seed: int = 7,
+        run_id: str = "sim",
+        controls: bool = False,
+        unassigned_every: int = 0,
     ) -> None:
         self.rng = random.Random(seed)
         self.run_id = run_id
+        self.unassigned_every = unassigned_every
+        """Every n-th client has no RM (0: none), for the managers' triage; the random draws stay the same."""
         self.counter = 0
         self.controls = controls
         self.rms = [f"rm-{i:03d}" for i in range(1, rms + 1)]
@@ -87,10 +95,13 @@ class SyntheticBank:
         birth_date = None
         if individual and rng.random() < BIRTH_DATE_ON_FILE:
             birth_date = (date(1940, 1, 1) + timedelta(days=rng.randrange(60 * 365))).isoformat()
+        rm_id = rng.choice(self.rms)
+        if self.unassigned_every and i % self.unassigned_every == self.unassigned_every - 1:
+            rm_id = ""
         return _Client(
             client_id=f"c-{i:06d}",
             account_id=f"acct-{i:06d}-01",
-            rm_id=rng.choice(self.rms),
+            rm_id=rm_id,
             wealth=Decimal(f"{wealth:.2f}"),
             currency=currency,
             birth_date=birth_date,
@@ -164,7 +175,7 @@ class SyntheticBank:
                 "client_id": c.client_id,
                 "occurred_at": at.isoformat(),
                 "kind": "onboarded",
-                "rm_id": c.rm_id,
+                "rm_id": c.rm_id or None,
                 "segment": "corporate" if c.wealth > 5_000_000 else "retail",
             }
             if c.birth_date is not None:
@@ -206,7 +217,7 @@ class SyntheticBank:
         if roll < 0.85:
             later = window * rng.uniform(0.05, 0.9) if roll < 0.70 else window + timedelta(hours=rng.uniform(1, 48))
             when = (at + later).replace(microsecond=0)
-            self._later(when, self._interaction(c, when, "call", "phone", "rm", rm_id=c.rm_id))
+            self._later(when, self._interaction(c, when, "call", "phone", "rm", rm_id=c.rm_id or None))
         return complaint
 
     def _consent_change(self, c: _Client, at: datetime) -> Record:
@@ -240,7 +251,7 @@ class SyntheticBank:
             "occurred_at": at.isoformat(),
             "kind": kind,
             "alert_type": alert_type,
-            "actor": c.rm_id,
+            "actor": c.rm_id or "branch-manager",
             **extra,
         }
         return CONTROLS, c.client_id, value
@@ -269,7 +280,7 @@ class SyntheticBank:
         if roll < 0.75:
             return self._tx(c, at, Decimal(f"{rng.uniform(1, 500):.2f}"), "credit", "interest", "batch", "bank")
         if roll < 0.83:
-            extra: dict[str, object] = {"rm_id": c.rm_id}
+            extra: dict[str, object] = {"rm_id": c.rm_id or None}
             if rng.random() < 0.25:
                 extra["satisfaction"] = self._score()
             return self._interaction(c, at, rng.choice(["call", "visit", "meeting"]), "phone", "rm", **extra)
