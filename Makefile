@@ -7,8 +7,9 @@ DURATION ?=
 DEMO_ARGS = $(if $(DURATION),--duration $(DURATION),)
 
 OIDC_MODULES = tests/oidc/node_modules/.package-lock.json
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: demo test lint typecheck bench bench-quick install clean ci system-deps
+.PHONY: demo test lint typecheck bench bench-quick bench-api install clean ci system-deps chromium screenshots
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -18,7 +19,12 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) $(OIDC_MODULES)
+install: $(STAMP) $(OIDC_MODULES) chromium
+
+# The browser tests drive the distribution's Chromium through Playwright; a browser is never downloaded.
+chromium:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the browser tests (tests/browser)"; \
+	  apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium; }; }
 
 # The OpenID Connect tests run a real provider (oidc-provider, Node.js) from tests/oidc.
 $(OIDC_MODULES): tests/oidc/package.json tests/oidc/package-lock.json
@@ -41,7 +47,7 @@ system-deps:
 	  echo "installing stunnel4 (TLS proxy for the TLS tests)"; \
 	  apt-get install -y -qq stunnel4 >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq stunnel4; }; }
 
-test: $(STAMP) $(OIDC_MODULES) system-deps lint typecheck
+test: $(STAMP) $(OIDC_MODULES) system-deps chromium lint typecheck
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
@@ -49,6 +55,14 @@ bench: $(STAMP)
 
 bench-quick: $(STAMP)
 	$(BIN)/clientpulse bench --quick
+
+# The workbench and API on a store of 5,000,000 alerts (a database of its own; docs/performance.md).
+bench-api: $(STAMP)
+	$(BIN)/clientpulse bench-api
+
+# Pictures of a running demo's workbench for the README: `make screenshots URL=http://127.0.0.1:PORT/`.
+screenshots: $(STAMP) chromium
+	$(BIN)/clientpulse screenshots $(URL)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .demo build *.egg-info tests/oidc/node_modules

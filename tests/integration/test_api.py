@@ -122,8 +122,15 @@ async def test_an_rm_cannot_list_read_or_act_on_another_rms_alerts(world: World)
     for alert in (theirs, nobody):
         body = await _ok(await world.get("alice", f"/api/alerts/{alert.alert_id}"), 404)
         assert body["error"] == "not_found"
-        for action, payload in (("ack", None), ("resolve", None), ("dismiss", {"note": "not mine"})):
+        for action, payload in (
+            ("ack", None),
+            ("resolve", {"outcome": "contacted"}),
+            ("dismiss", {"reason": "not_relevant", "note": "not mine"}),
+        ):
             await _ok(await world.post("alice", f"/api/alerts/{alert.alert_id}/{action}", payload), 404)
+        # Assigning is a manager's: refused by role for any alert, so the answer says nothing about this one.
+        forbidden = await _ok(await world.post("alice", f"/api/alerts/{alert.alert_id}/assign", {"rm_id": "x"}), 403)
+        assert forbidden["message"] == "only managers assign alerts"
     # The answer for another RM's alert is exactly the answer for an alert that does not exist.
     missing = await _ok(await world.get("alice", "/api/alerts/does-not-exist"), 404)
     hidden = await _ok(await world.get("alice", f"/api/alerts/{theirs.alert_id}"), 404)
@@ -158,13 +165,20 @@ async def test_managers_see_their_team_and_the_unassigned_and_ops_see_all_read_o
     assert all(x["rm_id"] is None for x in unassigned["alerts"])
     acked = await _ok(await world.post("maria", f"/api/alerts/{b.alert_id}/ack", {"note": "on it"}))
     assert acked["events"][-1] == {**acked["events"][-1], "actor": "maria", "actor_role": "manager", "note": "on it"}
-    await _ok(await world.post("maria", f"/api/alerts/{none.alert_id}/dismiss", {"note": "test data"}))
+    await _ok(
+        await world.post("maria", f"/api/alerts/{none.alert_id}/dismiss", {"reason": "duplicate", "note": "test"})
+    )
 
     everything = await _ok(await world.get("olga", "/api/alerts", rm_id=world.rm_c))
     assert [x["alert_id"] for x in everything["alerts"]] == [c.alert_id]
     assert (await _ok(await world.get("olga", f"/api/alerts/{a.alert_id}")))["status"] == "open"
-    for action in ("ack", "resolve", "dismiss"):
-        body = await _ok(await world.post("olga", f"/api/alerts/{a.alert_id}/{action}", {"note": "x"}), 403)
+    for action, payload in (
+        ("ack", {"note": "x"}),
+        ("resolve", {"outcome": "sold"}),
+        ("dismiss", {"reason": "duplicate"}),
+        ("assign", {"rm_id": world.rm_a}),
+    ):
+        body = await _ok(await world.post("olga", f"/api/alerts/{a.alert_id}/{action}", payload), 403)
         assert "read-only" in body["message"]
     assert (await _ok(await world.get("olga", f"/api/alerts/{a.alert_id}")))["status"] == "open"
 
@@ -174,16 +188,22 @@ async def test_lifecycle_over_http(world: World) -> None:
     await world.store.insert_alerts([first, second])
     path = f"/api/alerts/{first.alert_id}"
 
-    conflict = await _ok(await world.post("alice", f"{path}/resolve"), 409)
+    conflict = await _ok(await world.post("alice", f"{path}/resolve", {"outcome": "contacted"}), 409)
     assert conflict["error"] == "invalid_transition" and conflict["status"] == "open"
     assert "cannot resolve an alert that is open" in conflict["message"]
 
     assert (await _ok(await world.post("alice", f"{path}/ack")))["status"] == "acknowledged"
     again = await _ok(await world.post("alice", f"{path}/ack"), 409)
     assert again["status"] == "acknowledged"
-    resolved = await _ok(await world.post("alice", f"{path}/resolve", {"note": "client called back"}))
-    assert resolved["status"] == "resolved"
-    await _ok(await world.post("alice", f"{path}/dismiss", {"note": "late"}), 409)
+    no_outcome = await _ok(await world.post("alice", f"{path}/resolve", {"note": "client called back"}), 400)
+    assert "contacted, retained, sold, no_action_needed" in no_outcome["message"]
+    await _ok(await world.post("alice", f"{path}/resolve", {"outcome": "won"}), 400)
+    resolved = await _ok(
+        await world.post("alice", f"{path}/resolve", {"outcome": "retained", "note": "client called back"})
+    )
+    assert resolved["status"] == "resolved" and resolved["outcome"] == "retained"
+    assert resolved["acknowledged_at"] is not None and resolved["closed_at"] is not None
+    await _ok(await world.post("alice", f"{path}/dismiss", {"reason": "duplicate", "note": "late"}), 409)
 
     trail = (await _ok(await world.get("alice", path)))["events"]
     assert [(e["from"], e["to"], e["actor"]) for e in trail] == [
@@ -191,14 +211,22 @@ async def test_lifecycle_over_http(world: World) -> None:
         ("open", "acknowledged", "alice"),
         ("acknowledged", "resolved", "alice"),
     ]
-    assert trail[-1]["note"] == "client called back"
+    assert trail[-1]["note"] == "client called back" and trail[-1]["outcome"] == "retained"
+    assert [e["action"] for e in trail] == ["created", "ack", "resolve"]
 
     other = f"/api/alerts/{second.alert_id}"
     missing_reason = await _ok(await world.post("alice", f"{other}/dismiss"), 400)
-    assert "note" in missing_reason["message"]
-    await _ok(await world.post("alice", f"{other}/dismiss", {"note": "   "}), 400)
-    dismissed = await _ok(await world.post("alice", f"{other}/dismiss", {"note": "already handled by phone"}))
+    assert "false_positive, not_relevant, duplicate, unreachable" in missing_reason["message"]
+    # A false positive needs a note saying why; white space is no note.
+    for note in (None, "   "):
+        body = {"reason": "false_positive", **({"note": note} if note is not None else {})}
+        assert "note" in (await _ok(await world.post("alice", f"{other}/dismiss", body), 400))["message"]
+    await _ok(await world.post("alice", f"{other}/dismiss", {"reason": "duplicate", "extra": 1}), 400)
+    dismissed = await _ok(
+        await world.post("alice", f"{other}/dismiss", {"reason": "false_positive", "note": "already handled by phone"})
+    )
     assert dismissed["status"] == "dismissed" and dismissed["events"][-1]["note"] == "already handled by phone"
+    assert dismissed["outcome"] == "false_positive" and dismissed["events"][-1]["outcome"] == "false_positive"
 
     by_status = await _ok(await world.get("alice", "/api/alerts", status="resolved,dismissed"))
     assert {x["alert_id"] for x in by_status["alerts"]} == {first.alert_id, second.alert_id}
@@ -424,20 +452,93 @@ async def test_database_unreachable_is_503_not_500() -> None:
 async def test_random_input_never_gets_a_500(world: World) -> None:
     rnd = random.Random(20260301)
     alphabet = [chr(i) for i in range(0, 0x3000, 7)] + ["\ud800", "%", "&", "=", "+", "/", "?", "#", "\\", '"']
-    keys = ["rm_id", "status", "type", "severity", "sort", "since", "limit", "cursor", "client_id"]
+    keys = ["rm_id", "status", "type", "severity", "sort", "since", "limit", "cursor", "client_id", "overdue"]
     for _ in range(100):
         text = "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 80)))
         quoted = quote(text, safe="", errors="surrogatepass")
-        body = rnd.choice([text.encode("utf-8", "surrogatepass"), json.dumps({"note": text}).encode()])
+        body = rnd.choice(
+            [
+                text.encode("utf-8", "surrogatepass"),
+                json.dumps({"note": text}).encode(),
+                json.dumps({"outcome": text, "reason": text, "rm_id": text}).encode(),
+            ]
+        )
         who = rnd.choice(["alice", "maria", "olga"])
         for method, url, data in (
             ("GET", f"/api/alerts?{rnd.choice(keys)}={quoted}", None),
             ("GET", f"/api/alerts/{quoted}", None),
             ("GET", f"/api/clients/{quoted}", None),
-            ("POST", f"/api/alerts/{quoted}/{rnd.choice(['ack', 'resolve', 'dismiss'])}", body),
+            ("POST", f"/api/alerts/{quoted}/{rnd.choice(['ack', 'resolve', 'dismiss', 'assign'])}", body),
+            ("GET", f"/api/report?{rnd.choice(['since', 'until', 'x'])}={quoted}", None),
         ):
             resp = await world.client.request(method, url, headers=world.auth(who), data=data)
             assert resp.status < 500, (method, url, data, await resp.text())
             payload = await resp.json()
             if resp.status >= 400:
                 assert payload["error"] and payload["message"]
+
+
+async def test_managers_assign_unassigned_alerts_to_their_team_and_the_rm_then_owns_them(world: World) -> None:
+    orphan, team_alert, closed = make_alert(rm_id=None), make_alert(rm_id=world.rm_a), make_alert(rm_id=None)
+    await world.store.insert_alerts([orphan, team_alert, closed])
+    await _ok(await world.get("bob", f"/api/alerts/{orphan.alert_id}"), 404)
+    # Only managers assign, only to their own team, only visible alerts that are not closed.
+    await _ok(await world.post("alice", f"/api/alerts/{team_alert.alert_id}/assign", {"rm_id": world.rm_a}), 403)
+    outside = await _ok(await world.post("maria", f"/api/alerts/{orphan.alert_id}/assign", {"rm_id": world.rm_c}), 400)
+    assert "not an RM of your team" in outside["message"]
+    await _ok(await world.post("maria", f"/api/alerts/{orphan.alert_id}/assign", {}), 400)
+    await _ok(await world.post("maria", f"/api/alerts/{closed.alert_id}/dismiss", {"reason": "duplicate"}))
+    refused = await _ok(await world.post("maria", f"/api/alerts/{closed.alert_id}/assign", {"rm_id": world.rm_b}), 409)
+    assert refused["status"] == "dismissed"
+
+    given = await _ok(
+        await world.post("maria", f"/api/alerts/{orphan.alert_id}/assign", {"rm_id": world.rm_b, "note": "yours"})
+    )
+    assert given["rm_id"] == world.rm_b and given["status"] == "open"
+    last = given["events"][-1]
+    assert (last["action"], last["actor"], last["assigned_from"], last["assigned_to"], last["note"]) == (
+        "assign",
+        "maria",
+        None,
+        world.rm_b,
+        "yours",
+    )
+    mine = await _ok(await world.get("bob", "/api/alerts", limit="200"))
+    assert orphan.alert_id in {a["alert_id"] for a in mine["alerts"]}
+    assert (await _ok(await world.post("bob", f"/api/alerts/{orphan.alert_id}/ack")))["status"] == "acknowledged"
+    # Reassigning within the team moves it again; the trail keeps both moves.
+    moved = await _ok(await world.post("maria", f"/api/alerts/{orphan.alert_id}/assign", {"rm_id": world.rm_a}))
+    assert [(e["assigned_from"], e["assigned_to"]) for e in moved["events"] if e["action"] == "assign"] == [
+        (None, world.rm_b),
+        (world.rm_b, world.rm_a),
+    ]
+    await _ok(await world.get("bob", f"/api/alerts/{orphan.alert_id}"), 404)
+
+
+async def test_overdue_and_severity_filters_and_the_rule_report(world: World) -> None:
+    # T0 is long past: every open alert of these types is overdue; a closed one is not.
+    late, handled = make_alert(rm_id=world.rm_a), make_alert(rm_id=world.rm_a, type_="complaint")
+    await world.store.insert_alerts([late, handled])
+    await _ok(await world.post("alice", f"/api/alerts/{handled.alert_id}/ack"))
+    overdue = await _ok(await world.get("alice", "/api/alerts", overdue="true", limit="200"))
+    assert [a["alert_id"] for a in overdue["alerts"]] == [late.alert_id]
+    assert overdue["alerts"][0]["due_by"] == (T0 + timedelta(hours=24)).isoformat()
+    await _ok(await world.get("alice", "/api/alerts", overdue="yes"), 400)
+    assert (await _ok(await world.get("alice", "/api/alerts", severity="info")))["alerts"] == []
+    await _ok(await world.get("alice", "/api/alerts", severity="urgent"), 400)
+
+    await _ok(await world.post("alice", f"/api/alerts/{handled.alert_id}/resolve", {"outcome": "contacted"}))
+    report = await _ok(
+        await world.get("alice", "/api/report", since="2026-03-01T00:00:00Z", until="2026-03-02T00:00:00Z")
+    )
+    assert report["days"] == ["2026-03-01"]
+    by_type = {t["type"]: t for t in report["types"]}
+    assert set(by_type) == {"large_outflow", "complaint"}
+    assert by_type["complaint"]["closed"] == 1 and by_type["complaint"]["useful_share"] == 1.0
+    assert by_type["large_outflow"]["acknowledged_within_sla"] == 0.0  # due 24 h after T0, still open
+    assert by_type["complaint"]["acknowledged_within_sla"] == 0.0  # acknowledged today, long after due_by
+    assert by_type["large_outflow"]["per_day"] == [{"day": "2026-03-01", "alerts": 1}]
+    # Bob sees none of alice's alerts in his report.
+    assert (await _ok(await world.get("bob", "/api/report", since="2026-03-01T00:00:00Z")))["types"] == []
+    for bad in ({"since": "2026-03-02T00:00:00Z", "until": "2026-03-01T00:00:00Z"}, {"since": "2020-01-01T00:00:00Z"}):
+        await _ok(await world.get("alice", "/api/report", **bad), 400)
