@@ -406,7 +406,7 @@ async def act(
     except ClosingError as exc:
         raise ApiError(400, "bad_request", str(exc)) from None
     except OutsideScope:
-        raise ApiError(400, "bad_request", f"rm_id: {fields.get('rm_id')} is not an RM of your team") from None
+        raise ApiError(403, "forbidden", f"rm_id: {fields.get('rm_id')} is not an RM of your team") from None
     except NotFound:
         raise ApiError(404, "not_found", f"no alert {alert_id}") from None
     except InvalidTransition as exc:
@@ -566,16 +566,18 @@ async def end_snooze(request: web.Request) -> web.Response:
     return await _apply_control(request, publisher, values)
 
 
+REPORT_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+REPORT_LATEST = datetime(3000, 1, 1, tzinfo=UTC)
+"""Alert times lie in 1970-2999: a period is clamped to them."""
+
+
 def report_period(since_text: str | None, until_text: str | None) -> tuple[datetime, datetime]:
-    """[since, until) of a report: the last 30 days by default, at most a year; ApiError otherwise."""
+    """[since, until) of a report: the last 30 days by default, at most 366 days (an earlier since is moved
+    up to 366 days before until), clamped to the years alert times may have; since after until is empty."""
     until = _parse_since(until_text, "until") if until_text is not None else datetime.now(UTC)
+    until = min(max(until, REPORT_EARLIEST), REPORT_LATEST)
     since = _parse_since(since_text) if since_text is not None else until - timedelta(days=REPORT_DEFAULT_DAYS)
-    if until.year >= 9999 or since.year <= 1:
-        raise ApiError(400, "bad_request", "since/until: a time between the years 2 and 9998")
-    if since >= until:
-        raise ApiError(400, "bad_request", "since: must be before until")
-    if until - since > timedelta(days=REPORT_MAX_DAYS):
-        raise ApiError(400, "bad_request", f"since/until: a report covers at most {REPORT_MAX_DAYS} days")
+    since = min(max(since, until - timedelta(days=REPORT_MAX_DAYS), REPORT_EARLIEST), until)
     return since, until
 
 

@@ -133,8 +133,8 @@ async def test_a_pasted_api_token_starts_a_session_that_csrf_protects_and_sign_o
         assert session_id.encode() not in b"".join(bytes(r["id_hash"]) for r in rows)  # only a hash is stored
 
         async with http.get(f"{api.url}/", allow_redirects=False) as resp:
-            assert resp.status == 303 and resp.headers["Location"] == "/welcome"
-        async with http.get(f"{api.url}/welcome") as resp:
+            assert resp.status == 303 and resp.headers["Location"] == "/inbox"
+        async with http.get(f"{api.url}/inbox") as resp:
             page = await resp.text()
             assert resp.headers["Cache-Control"] == "no-store"
         csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)

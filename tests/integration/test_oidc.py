@@ -131,7 +131,7 @@ async def test_browser_signs_in_through_the_provider_and_acts_with_its_session(s
         ack = f"{sso.api}/api/alerts/{mine.alert_id}/ack"
         async with http.post(ack, json={"note": "called"}) as resp:
             assert resp.status == 403 and (await resp.json())["error"] == "csrf_failed"
-        async with http.get(f"{sso.api}/welcome") as resp:
+        async with http.get(f"{sso.api}/inbox") as resp:
             page = await resp.text()
         csrf = re.search(r'<meta name="csrf-token" content="([^"]+)">', page)
         assert csrf is not None and "Signed in as alice (rm)" in page
