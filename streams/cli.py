@@ -176,6 +176,12 @@ def cmd_screenshots(args: argparse.Namespace) -> int:
     return run_screenshots(args)
 
 
+def cmd_bench_api(args: argparse.Namespace) -> int:
+    from streams.tools.bench_api import run_bench_api
+
+    return run_bench_api(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clientpulse", description="Relationship-manager alerts from bank events.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -280,6 +286,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1280)
     p.add_argument("--height", type=int, default=800)
     p.set_defaults(func=cmd_screenshots)
+
+    p = sub.add_parser("bench-api", help="the workbench and the store at a bank's size (a database of its own)")
+    p.add_argument("--alerts", type=int, default=5_000_000)
+    p.add_argument("--rms", type=int, default=1000)
+    p.add_argument("--clients", type=int, default=200_000)
+    p.add_argument("--users", type=int, default=50, help="signed-in users at once")
+    p.add_argument("--seconds", type=float, default=60.0, help="how long the users work")
+    p.add_argument("--think", type=float, default=1.0, help="mean seconds between one user's requests")
+    p.add_argument("--fresh-due", type=int, default=2000, help="open alerts that fell due in the last minute")
+    p.add_argument("--reuse", action="store_true", help="measure the database a --keep run left")
+    p.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    p.add_argument("--out", type=Path, default=None)
+    p.set_defaults(func=cmd_bench_api)
 
     p = sub.add_parser("bench", help="measure throughput and latency")
     p.add_argument("--quick", action="store_true", help="a small run, under a minute")
