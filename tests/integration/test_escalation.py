@@ -15,10 +15,10 @@ import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 from prometheus_client import REGISTRY
 
-from handlers.access import Principal, Scope
+from handlers.access import Scope
 from schemas.notifications import EscalationPush
 from streams.settings import Settings
-from streams.sink.escalation import Escalator, managers_by_rm
+from streams.sink.escalation import Escalator
 from streams.sink.store import AlertStore
 from streams.topics import ensure_topics
 from tests.integration.test_store import T0, make_alert
@@ -158,20 +158,6 @@ async def test_a_push_not_recorded_as_sent_goes_out_again_with_the_same_id(store
     assert await store.send_escalations(ok) == 1
     assert await store.send_escalations(ok) == 0
     assert sent == [[alert.alert_id], [alert.alert_id]]
-
-
-def test_the_managers_of_an_rm_come_from_token_entries_and_the_org_file() -> None:
-    principals = [
-        Principal("maria", "manager", team=frozenset({"rm-1", "rm-2"})),
-        Principal("wei", "manager"),  # no team of its own: the org file's
-        Principal("alice", "rm", rm_id="rm-1"),
-    ]
-    teams = {"wei": frozenset({"rm-2"}), "sso.manager@bank": frozenset({"rm-3"})}
-    assert managers_by_rm(principals, teams) == {
-        "rm-1": ["maria"],
-        "rm-2": ["maria", "wei"],
-        "rm-3": ["sso.manager@bank"],
-    }
 
 
 async def test_due_by_is_filled_in_for_alerts_stored_before_slas(stores: list[AlertStore], database_url: str) -> None:
