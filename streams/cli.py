@@ -295,6 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=60.0, help="how long the users work")
     p.add_argument("--think", type=float, default=1.0, help="mean seconds between one user's requests")
     p.add_argument("--fresh-due", type=int, default=2000, help="open alerts that fell due in the last minute")
+    p.add_argument("--database", default="clientpulse_bench_api", help="name of the database of its own")
     p.add_argument("--reuse", action="store_true", help="measure the database a --keep run left")
     p.add_argument("--keep", action="store_true", help="keep the database afterwards")
     p.add_argument("--out", type=Path, default=None)

@@ -35,7 +35,6 @@ from urllib.parse import urlsplit, urlunsplit
 import orjson
 
 RESULTS_DIR = Path("bench/results")
-DB_NAME = "clientpulse_bench_api"
 TYPES = (
     ("large_outflow", 24),
     ("outflow_velocity", 72),
@@ -259,7 +258,7 @@ async def load(url: str, figures: ApiFigures, alerts: int, rms: int, clients: in
                 "complaint",
                 "critical",
                 f"c-{i % clients:06d}",
-                f"rm-{i % rms:04d}",
+                f"rm-{i % clients % rms:04d}" if i % clients % 97 else None,
                 "gold",
                 now - timedelta(hours=24, seconds=30),
                 now - timedelta(hours=24),
@@ -371,7 +370,9 @@ async def _user(
     conn = await asyncpg.connect(url)
     try:
         mine = await conn.fetch(
-            "SELECT alert_id, client_id FROM alerts WHERE rm_id = $1 AND status IN ('open', 'acknowledged') LIMIT 200",
+            # The RM's work on its own clients (a client moved to another RM is rightly not found for it).
+            "SELECT a.alert_id, a.client_id FROM alerts a JOIN client_snapshots s USING (client_id)"
+            " WHERE a.rm_id = $1 AND s.rm_id = $1 AND a.status IN ('open', 'acknowledged') LIMIT 200",
             rm_id,
         )
     finally:
@@ -404,6 +405,8 @@ async def _user(
                 samples[page].append(elapsed * 1000)
             else:
                 errors += 1
+                samples.setdefault("failed", []).append(float(resp.status))
+                print(f"  {path}: HTTP {resp.status}", flush=True)
     return errors
 
 
@@ -526,21 +529,22 @@ def run_bench_api(args: argparse.Namespace) -> int:
     import asyncpg
 
     admin = _admin_url()
-    url = _with_database(admin, DB_NAME)
+    db_name = args.database
+    url = _with_database(admin, db_name)
     figures = ApiFigures(rms=args.rms, clients=args.clients, users=args.users, think_seconds=args.think)
 
     async def prepare() -> None:
         conn = await asyncpg.connect(admin)
         try:
             if not args.reuse:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
-                await conn.execute(f'CREATE DATABASE "{DB_NAME}"')
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
+                await conn.execute(f'CREATE DATABASE "{db_name}"')
         finally:
             await conn.close()
 
     asyncio.run(prepare())
     if not args.reuse:
-        print(f"loading {args.alerts:,} alerts into {DB_NAME} ...", flush=True)
+        print(f"loading {args.alerts:,} alerts into {db_name} ...", flush=True)
         asyncio.run(load(url, figures, args.alerts, args.rms, args.clients, args.fresh_due))
     else:
         figures.notes.append("reused the loaded database")
@@ -548,7 +552,7 @@ def run_bench_api(args: argparse.Namespace) -> int:
     asyncio.run(measure(url, figures, args.users, args.seconds, args.think, args.rms))
     print("one escalation sweep ...", flush=True)
     asyncio.run(sweep(url, figures))
-    plans = asyncio.run(explain(url, "rm-0000"))
+    plans = asyncio.run(explain(url, "rm-0001"))
     figures.notes.append(f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores")
     print(figures.table())
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
@@ -560,7 +564,7 @@ def run_bench_api(args: argparse.Namespace) -> int:
         async def drop() -> None:
             conn = await asyncpg.connect(admin)
             try:
-                await conn.execute(f'DROP DATABASE IF EXISTS "{DB_NAME}" WITH (FORCE)')
+                await conn.execute(f'DROP DATABASE IF EXISTS "{db_name}" WITH (FORCE)')
             finally:
                 await conn.close()
 

@@ -31,7 +31,8 @@ def run_screenshots(args: argparse.Namespace) -> int:
             page.goto(f"{args.url.rstrip('/')}/signin?lang={args.lang}")
             page.locator("input[type=password]").fill(person["token"])
             page.locator("button[type=submit]").click()
-            page.wait_for_url("**/inbox**")
+            page.wait_for_load_state()
+            page.goto(f"{args.url.rstrip('/')}/inbox")
             page.screenshot(path=str(out / f"workbench-inbox{args.suffix}.png"), full_page=False)
             first = page.locator("#inbox-rows td.title a").first
             first.click()
