@@ -37,6 +37,8 @@ CREATE INDEX alerts_inbox ON alerts (rm_id, priority DESC, occurred_at DESC, ale
 CREATE INDEX alerts_escalation_due ON alerts (due_by) WHERE status = 'open' AND escalated_at IS NULL;
 -- Overdue lists (open past due_by), per RM.
 CREATE INDEX alerts_open_due ON alerts (rm_id, due_by) WHERE status = 'open';
+-- The overdue count by type at each sweep (an index-only scan of the open alerts).
+CREATE INDEX alerts_open_type_due ON alerts (type, due_by) WHERE status = 'open';
 -- Escalations whose push is not on the broker yet.
 CREATE INDEX alerts_escalation_unsent ON alerts (escalated_at)
     WHERE escalated_at IS NOT NULL AND escalation_sent_at IS NULL;
