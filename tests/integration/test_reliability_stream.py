@@ -347,7 +347,7 @@ class Rig:
             rows = await conn.fetch("SELECT * FROM alerts WHERE starts_with(client_id, $1)", self.tag)
             creations = await conn.fetch(
                 "SELECT e.alert_id, count(*) AS n FROM alert_events e JOIN alerts a USING (alert_id)"
-                " WHERE starts_with(a.client_id, $1) AND e.to_status = 'open' GROUP BY e.alert_id",
+                " WHERE starts_with(a.client_id, $1) AND e.from_status IS NULL GROUP BY e.alert_id",
                 self.tag,
             )
         finally:

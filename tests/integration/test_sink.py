@@ -214,7 +214,7 @@ async def test_sink_stores_each_alert_once_and_dead_letters_what_it_cannot_store
     conn = await asyncpg.connect(database_url)
     try:
         creations = await conn.fetchval(
-            "SELECT count(*) FROM alert_events WHERE alert_id = ANY($1) AND to_status = 'open'", ids
+            "SELECT count(*) FROM alert_events WHERE alert_id = ANY($1) AND from_status IS NULL", ids
         )
     finally:
         await conn.close()
