@@ -5,11 +5,19 @@ per manager on rm.notifications.v1, and the overdue gauge by type."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
@@ -20,9 +28,10 @@ from schemas.notifications import EscalationPush
 from streams.settings import Settings
 from streams.sink.escalation import Escalator
 from streams.sink.store import AlertStore
+from streams.tools.embedded import free_port, terminate_group
 from streams.topics import ensure_topics
 from tests.integration.test_store import T0, make_alert
-from tests.support import make_settings, read_to_end, unique_prefix
+from tests.support import ROOT, die_with_parent, make_settings, produce, read_to_end, settings_env, unique_prefix
 
 pytestmark = [pytest.mark.db, pytest.mark.broker]
 
@@ -175,3 +184,96 @@ async def test_due_by_is_filled_in_for_alerts_stored_before_slas(stores: list[Al
     got = await store.get_alert(alert.alert_id, ALL)
     assert got is not None and got["due_by"] == (alert.occurred_at + timedelta(hours=24)).isoformat()
     assert datetime.fromisoformat(got["due_by"]) < datetime.now(UTC)
+
+
+async def _start_sink(env: dict[str, str], log_path: Path, port: int) -> subprocess.Popen[bytes]:
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streams.cli", "sink"],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=die_with_parent,
+    )
+    log.close()
+    deadline = time.monotonic() + 60
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http:
+        while True:
+            assert proc.poll() is None, log_path.read_text()
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                async with http.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return proc
+            assert time.monotonic() < deadline, f"sink not ready:\n{log_path.read_text()}"
+            await asyncio.sleep(0.2)
+
+
+async def _sweeps(port: int) -> float:
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}/metrics") as resp:
+        text = await resp.text()
+    match = re.search(r"^clientpulse_escalation_sweep_seconds_count (\S+)$", text, re.M)
+    return float(match[1]) if match else 0.0
+
+
+async def test_the_sink_process_escalates_on_its_timer_and_not_again_after_a_restart(
+    broker: str, database_url: str, tmp_path: Path
+) -> None:
+    settings = make_settings(broker, unique_prefix(), database_url=database_url, sink_batch_size=50)
+    await ensure_topics(settings)
+    tag = uuid.uuid4().hex[:6]
+    rm = f"rm-{tag}"
+    org = tmp_path / "org.yaml"
+    org.write_text(f"managers:\n  wei.{tag}: [{rm}]\n")
+    late = make_alert(rm_id=rm, client_id=f"c-{tag}")  # occurred 2026-03-01: long past its 24 h SLA
+    await produce(broker, [(settings.alerts_topic, late.client_id.encode(), late.model_dump_json().encode())])
+    port = free_port()
+    env = {
+        **os.environ,
+        **settings_env(settings),
+        "CLIENTPULSE_API_HOST": "127.0.0.1",
+        "CLIENTPULSE_API_PORT": str(port),
+        "CLIENTPULSE_ORG_FILE": str(org),
+        "CLIENTPULSE_ESCALATION_SECONDS": "0.3",
+    }
+    log_path = tmp_path / "sink.log"
+    store = AlertStore(database_url)
+    await store.connect()
+    try:
+        proc = await _start_sink(env, log_path, port)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                got = await store.get_alert(late.alert_id, ALL)
+                if got is not None and got["escalated_at"] is not None:
+                    break
+                assert time.monotonic() < deadline, log_path.read_text()
+                await asyncio.sleep(0.2)
+            marks = [e for e in got["events"] if e["action"] == "escalated"]
+            assert [(e["actor"], e["actor_role"]) for e in marks] == [("system", "system")]
+            pushes = await read_to_end(broker, settings.notifications_topic)
+            deadline = time.monotonic() + 30
+            while not any(late.alert_id.encode() in r.value for r in pushes):
+                assert time.monotonic() < deadline, "no escalation push"
+                await asyncio.sleep(0.2)
+                pushes = await read_to_end(broker, settings.notifications_topic)
+        finally:
+            terminate_group(proc, timeout=15)
+        proc = await _start_sink(env, log_path, port)
+        try:
+            # Two full sweeps after the restart: nothing new to escalate, nothing sent again.
+            deadline = time.monotonic() + 30
+            while await _sweeps(port) < 2:
+                assert time.monotonic() < deadline, log_path.read_text()
+                await asyncio.sleep(0.2)
+        finally:
+            terminate_group(proc, timeout=15)
+        again = await read_to_end(broker, settings.notifications_topic)
+        # (The database is shared: the sink escalated other tests' overdue alerts too. Ours went out once.)
+        ours = [(r.key.decode(), p.alert_id) for r in again if (p := EscalationPush.model_validate_json(r.value))]
+        assert [x for x in ours if x[1] == late.alert_id] == [(f"wei.{tag}", late.alert_id)]
+        got = await store.get_alert(late.alert_id, ALL)
+        assert got is not None and len([e for e in got["events"] if e["action"] == "escalated"]) == 1
+    finally:
+        await store.close()
