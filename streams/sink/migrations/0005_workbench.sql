@@ -33,6 +33,9 @@ ALTER TABLE alert_events
 -- An RM's inbox (open and acknowledged), by priority then newest.
 CREATE INDEX alerts_inbox ON alerts (rm_id, priority DESC, occurred_at DESC, alert_id DESC)
     WHERE status IN ('open', 'acknowledged');
+-- The same work across RMs (a manager's team with the unassigned, ops): read in order, no sort.
+CREATE INDEX alerts_inbox_all ON alerts (priority DESC, occurred_at DESC, alert_id DESC)
+    WHERE status IN ('open', 'acknowledged');
 -- The escalation sweep: open alerts not yet escalated, by due time.
 CREATE INDEX alerts_escalation_due ON alerts (due_by) WHERE status = 'open' AND escalated_at IS NULL;
 -- Overdue lists (open past due_by), per RM.
