@@ -33,6 +33,7 @@ from streams.api.auth import Principal, Principals
 from streams.api.bodies import BodyError, read_body
 from streams.api.cursors import CursorError, decode_cursor, encode_cursor
 from streams.api.feed import FeedWaker, stream
+from streams.api.i18n import lang_of
 from streams.api.identity import SAFE_METHODS, AuthFailure, Gatekeeper, Identity, Teams
 from streams.api.oidc import OidcClient
 from streams.api.pages import Pages
@@ -670,7 +671,7 @@ def create_api(
         app.router.add_get("/api/clients/{client_id}", get_client)
         app.router.add_post("/api/clients/{client_id}/snoozes", add_snooze)
         app.router.add_delete("/api/clients/{client_id}/snoozes/{alert_type}", end_snooze)
-        Pages(gate, oidc).routes(app)
+        Pages(gate, oidc, default_lang=lang_of(getattr(store.rules.source, "locale", None))).routes(app)
         Workbench(
             gate, store, store.rules, act=act, report=rule_report, poll_seconds=settings.workbench_poll_seconds
         ).routes(app)

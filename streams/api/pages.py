@@ -60,8 +60,9 @@ TEXT: dict[str, dict[str, str]] = {
 }
 
 
-def page_lang(request: web.Request) -> str:
-    """`lang` query, then `lang` cookie, then Accept-Language (zh-* is Chinese), else English."""
+def page_lang(request: web.Request, default: str = "en") -> str:
+    """`lang` query, then `lang` cookie, then Accept-Language (zh-* is Chinese), else `default` (the rules
+    file's locale)."""
     for candidate in (request.query.get("lang"), request.cookies.get("lang")):
         if candidate in LANGS:
             return candidate
@@ -71,7 +72,7 @@ def page_lang(request: web.Request) -> str:
             return "zh"
         if tag.startswith("en"):
             return "en"
-    return "en"
+    return default
 
 
 def _page(lang: str, title: str, body: str, *, csrf: str | None = None) -> str:
@@ -89,9 +90,10 @@ def _html(text: str, status: int = 200, headers: dict[str, str] | None = None) -
 
 
 class Pages:
-    def __init__(self, gate: Gatekeeper, oidc: OidcClient | None) -> None:
+    def __init__(self, gate: Gatekeeper, oidc: OidcClient | None, default_lang: str = "en") -> None:
         self.gate = gate
         self.oidc = oidc
+        self.default_lang = default_lang
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/signin", self.signin_page)
@@ -116,7 +118,7 @@ class Pages:
         status: int = 200,
         headers: dict[str, str] | None = None,
     ) -> web.Response:
-        lang = page_lang(request)
+        lang = page_lang(request, self.default_lang)
         t = TEXT[lang]
         response = _html("", status, headers)
         _, csrf = await self.gate.signin_binding(request, response)
@@ -153,7 +155,7 @@ class Pages:
 
     async def signin_submit(self, request: web.Request) -> web.StreamResponse:
         form = await self._read_form(request)
-        t = TEXT[page_lang(request)]
+        t = TEXT[page_lang(request, self.default_lang)]
         if not await self.gate.signin_form_ok(request, form.get("csrf_token")):
             metrics.CSRF_REFUSED.inc()
             return await self._signin_form(request, error=t["expired_form"], status=403)
@@ -184,7 +186,7 @@ class Pages:
             submitted = (await self._read_form(request)).get("csrf_token")
         if identity is not None and identity.via == "session" and not self.gate.csrf_matches(identity, submitted):
             metrics.CSRF_REFUSED.inc()
-            lang = page_lang(request)
+            lang = page_lang(request, self.default_lang)
             return _html(_page(lang, TEXT[lang]["title"], f"<p>{html.escape(TEXT[lang]['expired_form'])}</p>"), 403)
         response = web.HTTPSeeOther("/signin")
         await self.gate.end_session(request, response)
@@ -202,7 +204,9 @@ class Pages:
             url = await self.oidc.authorization_url(state, nonce, challenge)
         except ProviderUnavailable as exc:
             log.warning("identity provider unavailable: %s", exc)
-            return await self._signin_form(request, error=TEXT[page_lang(request)]["unavailable"], status=503)
+            return await self._signin_form(
+                request, error=TEXT[page_lang(request, self.default_lang)]["unavailable"], status=503
+            )
         await self.gate.store.create_signin_attempt(
             self.gate.state_hash(state),
             self.gate.browser_hash(browser),
@@ -216,7 +220,7 @@ class Pages:
     async def oidc_callback(self, request: web.Request) -> web.StreamResponse:
         if self.oidc is None:
             raise web.HTTPNotFound()
-        lang = page_lang(request)
+        lang = page_lang(request, self.default_lang)
         t = TEXT[lang]
         address = self.gate.client_address(request)
         try:
@@ -259,7 +263,9 @@ class Pages:
         self.gate.budget.spend(address)
         metrics.AUTH_FAILURES.labels(reason=reason).inc()
         log.info("single sign-on failed from %s: %s", address, reason)
-        return await self._signin_form(request, error=TEXT[page_lang(request)]["sso_failed"], status=401)
+        return await self._signin_form(
+            request, error=TEXT[page_lang(request, self.default_lang)]["sso_failed"], status=401
+        )
 
     # ------------------------------------------------------------------ assets
     async def static(self, request: web.Request) -> web.StreamResponse:
