@@ -101,8 +101,11 @@ class Workbench:
         report: Callable[[AlertStore, Principal, datetime, datetime], Awaitable[dict[str, Any]]],
         snoozes: Snoozes | None = None,
         poll_seconds: float = 10.0,
+        stream_url: str | None = None,
     ) -> None:
         self.poll_ms = int(poll_seconds * 1000)
+        self.stream_url = stream_url
+        """Server-sent events of new alerts of the caller's scope, when the API has them; else the page polls."""
         self.gate = gate
         self.store = store
         self.rules = rules
@@ -291,6 +294,7 @@ class Workbench:
             live=not request.query.get("after"),
             rows_url=f"/inbox/rows?{rows_query}" if rows_query else "/inbox/rows",
             poll_ms=self.poll_ms,
+            stream_url=self.stream_url,
         )
 
     async def inbox_rows(self, request: web.Request) -> web.StreamResponse:

@@ -48,7 +48,15 @@
         busy = false;
       }
     }
-    window.setInterval(refresh, Number(table.dataset.pollMs) || POLL_MS);
+    if (table.dataset.streamUrl && window.EventSource) {
+      // New alerts of the caller's scope arrive as server-sent events: refresh when one does, poll as a fallback.
+      const stream = new EventSource(table.dataset.streamUrl, { withCredentials: true });
+      stream.addEventListener("message", refresh);
+      stream.addEventListener("alert", refresh);
+      window.setInterval(refresh, 6 * (Number(table.dataset.pollMs) || POLL_MS));
+    } else {
+      window.setInterval(refresh, Number(table.dataset.pollMs) || POLL_MS);
+    }
     document.addEventListener("visibilitychange", () => { if (!document.hidden) refresh(); });
     table.addEventListener("clientpulse:refresh", refresh);
   }
