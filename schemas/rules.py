@@ -160,6 +160,7 @@ class NotifyRules(_Strict):
 
 DEFAULT_SLA_HOURS: dict[str, Decimal] = {
     "complaint": Decimal(24),
+    "complaint_unanswered": Decimal(4),
     "new_client_first_txn": Decimal(24),
     "large_outflow": Decimal(24),
     "aum_drain": Decimal(24),

@@ -497,41 +497,40 @@ def _controls(request: web.Request, principal: Principal) -> ControlPublisher:
     return publisher
 
 
-async def _apply_control(request: web.Request, publisher: ControlPublisher, values: dict[str, Any]) -> web.Response:
-    """Record the control event (the audit trail), then publish it: 201 (200 for an unsnooze) once the broker has
-    it, 202 when it is recorded and will be published when the broker takes it."""
+async def record_control(
+    store: AlertStore, publisher: ControlPublisher, principal: Principal, values: dict[str, Any]
+) -> tuple[dict[str, Any] | None, bool]:
+    """Record the control event (the audit trail), then publish it: (the record, whether the broker has it)."""
     raw = orjson.dumps(values)
     try:
         event = ControlEvent.model_validate_json(raw)
     except ValidationError as exc:  # the checks above mirror these; this keeps the two from drifting apart
         raise ApiError(400, "bad_request", "; ".join(error_texts(exc, limit=3))) from None
-    store = _store(request)
-    await store.record_control(event, raw, _principal(request).role)
+    await store.record_control(event, raw, principal.role)
     published = await publisher.publish(event.client_id)
-    record = await store.control(event.event_id)
-    status = (201 if event.kind == "snooze" else 200) if published else 202
+    return await store.control(event.event_id), published
+
+
+async def _apply_control(request: web.Request, publisher: ControlPublisher, values: dict[str, Any]) -> web.Response:
+    """Record and publish: 201 (200 for an unsnooze) once the broker has it, 202 when it is recorded and will be
+    published when the broker takes it."""
+    record, published = await record_control(_store(request), publisher, _principal(request), values)
+    status = (201 if values["kind"] == "snooze" else 200) if published else 202
     return _json({"snooze": record, "published": published}, status)
 
 
-async def add_snooze(request: web.Request) -> web.Response:
-    client_id = _check_id(request.match_info["client_id"], "client_id")
-    principal = _principal(request)
-    body = await _read_object(
-        request, frozenset({"type", "until", "reason"}), '{"type": "large_outflow", "until": "...", "reason": "..."}'
-    )
-    alert_type = _snoozable(body.get("type"))
-    if not isinstance(body.get("until"), str):
-        raise ApiError(400, "bad_request", "until: required, an RFC 3339 time with an offset")
-    until = _parse_time("until", body["until"])
-    reason = _reason(body.get("reason"), required=True)
-    await _visible_client(request, client_id)
-    publisher = _controls(request, principal)
+def snooze_values(
+    principal: Principal, client_id: str, alert_type: Any, until: datetime, reason: Any
+) -> dict[str, Any]:
+    """The control event of a snooze, checked as the API checks it (ApiError naming the field otherwise)."""
+    alert_type = _snoozable(alert_type)
+    reason = _reason(reason, required=True)
     now = datetime.now(UTC)
     if until <= now:
         raise ApiError(400, "bad_request", "until: must be in the future")
     if until - now > MAX_SNOOZE:
         raise ApiError(400, "bad_request", f"until: at most {MAX_SNOOZE_DAYS} days ahead")
-    values = {
+    return {
         "event_id": uuid.uuid4().hex,
         "client_id": client_id,
         "occurred_at": now.isoformat(),
@@ -541,7 +540,46 @@ async def add_snooze(request: web.Request) -> web.Response:
         "actor": principal.name,
         "reason": reason,
     }
-    return await _apply_control(request, publisher, values)
+
+
+class ControlSnoozes:
+    """The workbench's snoozes: the API's checks, audit trail and control events, for the page's form."""
+
+    def __init__(self, store: AlertStore, publisher: ControlPublisher) -> None:
+        self.store = store
+        self.publisher = publisher
+
+    async def snooze(self, principal: Principal, client_id: str, alert_type: str, until: datetime, reason: str) -> None:
+        try:
+            await record_control(
+                self.store, self.publisher, principal, snooze_values(principal, client_id, alert_type, until, reason)
+            )
+        except ApiError as exc:
+            raise ValueError(exc.message) from None
+
+    async def active(self, client_id: str) -> list[dict[str, Any]]:
+        return (await self.store.snoozes(client_id))[0]
+
+    async def history(self, client_id: str) -> list[dict[str, Any]]:
+        return (await self.store.snoozes(client_id))[1]
+
+
+async def add_snooze(request: web.Request) -> web.Response:
+    client_id = _check_id(request.match_info["client_id"], "client_id")
+    principal = _principal(request)
+    body = await _read_object(
+        request, frozenset({"type", "until", "reason"}), '{"type": "large_outflow", "until": "...", "reason": "..."}'
+    )
+    _snoozable(body.get("type"))
+    if not isinstance(body.get("until"), str):
+        raise ApiError(400, "bad_request", "until: required, an RFC 3339 time with an offset")
+    until = _parse_time("until", body["until"])
+    _reason(body.get("reason"), required=True)
+    await _visible_client(request, client_id)
+    publisher = _controls(request, principal)
+    return await _apply_control(
+        request, publisher, snooze_values(principal, client_id, body.get("type"), until, body.get("reason"))
+    )
 
 
 async def end_snooze(request: web.Request) -> web.Response:
@@ -673,7 +711,13 @@ def create_api(
         app.router.add_delete("/api/clients/{client_id}/snoozes/{alert_type}", end_snooze)
         Pages(gate, oidc, default_lang=lang_of(getattr(store.rules.source, "locale", None))).routes(app)
         Workbench(
-            gate, store, store.rules, act=act, report=rule_report, poll_seconds=settings.workbench_poll_seconds
+            gate,
+            store,
+            store.rules,
+            act=act,
+            report=rule_report,
+            snoozes=ControlSnoozes(store, controls) if controls is not None else None,
+            poll_seconds=settings.workbench_poll_seconds,
         ).routes(app)
     return app
 

@@ -332,7 +332,7 @@ NAMES: dict[str, dict[str, dict[str, str]]] = {
             "complaint_unanswered": "投诉未跟进",
             "low_satisfaction": "满意度低",
         },
-        "tier": {"mass": "大众", "gold": "黄金", "platinum": "白金", "diamond": "钻石", "private": "私人银行"},
+        "tier": {"mass": "大众", "gold": "金卡", "platinum": "白金", "diamond": "钻石", "private": "私人银行"},
         "severity": {"info": "提示", "warning": "警告", "critical": "紧急"},
         "status": {"open": "待处理", "acknowledged": "已确认", "resolved": "已解决", "dismissed": "已驳回"},
         "outcome": {

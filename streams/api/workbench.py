@@ -58,6 +58,8 @@ class Snoozes(Protocol):
 
     async def active(self, client_id: str) -> list[dict[str, Any]]: ...
 
+    async def history(self, client_id: str) -> list[dict[str, Any]]: ...
+
 
 class FormError(Exception):
     """A form that cannot be acted on; the message is shown on the page it came from."""
@@ -380,16 +382,17 @@ class Workbench:
         if not visible:
             return self._not_found(request, view)
         snoozes = await self._snoozes(client_id)
+        history = await self.snoozes.history(client_id) if self.snoozes is not None else []
         return self._render(
             request,
             view,
             "client.html",
             client_id=client_id,
             card=card,
-            entries=_timeline(alerts, snoozes),
+            entries=_timeline(alerts, history),
             more=more,
             limit=TIMELINE_ALERTS,
-            snoozes=[s for s in snoozes if s.get("active", True)],
+            snoozes=snoozes,
             snoozable=self.snoozes is not None,
             types=ALERT_TYPES,
             done=request.query.get("done"),

@@ -60,7 +60,13 @@ DEMO_PEOPLE: list[dict[str, Any]] = [
     {"name": "noc", "role": "ops"},
 ]
 """RM ids are the synthetic bank's (rm-001 ...), so the demo's RMs see alerts."""
-DEMO_SLA_HOURS = {"complaint": "0.05", "new_client_first_txn": "0.05", "large_outflow": "0.05", "aum_drain": "0.05"}
+DEMO_SLA_HOURS = {
+    "complaint": "0.05",
+    "complaint_unanswered": "0.02",
+    "new_client_first_txn": "0.05",
+    "large_outflow": "0.05",
+    "aum_drain": "0.05",
+}
 DEMO_SLA_DEFAULT_HOURS = "0.15"
 UNASSIGNED_EVERY = 25
 """Every 25th synthetic client has no RM: the manager's Unassigned list has work."""

@@ -21,9 +21,12 @@ from schemas.snapshot import ClientSnapshot
 from streams.api.app import create_api
 from streams.api.auth import Principals, TokenEntry, hash_token
 from streams.api.server import ApiRunner
+from streams.sink.controls import ControlPublisher
 from streams.sink.store import AlertStore
 from streams.tools.embedded import free_port
-from tests.integration.api_support import api_settings
+from streams.topics import ensure_topics
+from tests.integration.api_support import GENEROUS
+from tests.support import make_settings, unique_prefix
 
 CHROMIUM = os.environ.get("CLIENTPULSE_CHROMIUM", "/usr/bin/chromium")
 T = TypeVar("T")
@@ -69,7 +72,7 @@ def chromium() -> str:
 
 
 @pytest.fixture(scope="module")
-def bench(database_url: str) -> Iterator[Bench]:
+def bench(database_url: str, broker: str) -> Iterator[Bench]:
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, daemon=True)
     thread.start()
@@ -85,11 +88,15 @@ def bench(database_url: str) -> Iterator[Bench]:
     ]
     store = AlertStore(database_url)
     port = free_port()
+    settings = make_settings(broker, unique_prefix(), **GENEROUS, workbench_poll_seconds=0.5)
+    controls = ControlPublisher(settings, store)
 
     async def start() -> ApiRunner:
         await store.connect()
         await store.migrate()
-        app = create_api(store, Principals(entries), settings=api_settings(workbench_poll_seconds=0.5))
+        await ensure_topics(settings)
+        await controls.start()
+        app = create_api(store, Principals(entries), settings=settings, controls=controls)
         runner = ApiRunner(app, header_timeout=10)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port).start()
@@ -97,11 +104,12 @@ def bench(database_url: str) -> Iterator[Bench]:
 
     runner = asyncio.run_coroutine_threadsafe(start(), loop).result(60)
     try:
-        yield Bench(f"http://127.0.0.1:{port}", store, tokens, rms, team, loop, tag)
+        yield Bench(f"http://127.0.0.1:{port}", store, tokens, rms, team, loop, tag, {"settings": settings})
     finally:
 
         async def stop() -> None:
             await runner.cleanup()
+            await controls.stop()
             await store.close()
 
         asyncio.run_coroutine_threadsafe(stop(), loop).result(60)

@@ -13,19 +13,26 @@ from urllib.request import Request, urlopen
 
 import pytest
 
+from handlers.ruleset import load_rules
 from schemas.alerts import Alert
+from streams.settings import DEFAULT_RULES
 from tests.browser.conftest import Bench
 from tests.integration.test_store import make_alert
 
 pytestmark = pytest.mark.db
 
+SHIPPED = load_rules(DEFAULT_RULES)
 HOSTILE = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script>&amp;"\''
 
 
 def _alert(rm_id: str | None, **overrides: Any) -> Alert:
+    """An alert like the worker's: its priority from the shipped points, its titles only when given."""
     base = make_alert(rm_id=rm_id, client_id=overrides.pop("client_id", f"c-{uuid.uuid4().hex[:8]}"))
     data = base.model_dump(mode="json")
     data.update(overrides)
+    if "titles" not in overrides:
+        data["titles"] = None
+    data["priority"] = SHIPPED.priorities[(data["type"], data["severity"], data["tier"])]
     return Alert.model_validate(data)
 
 
@@ -265,18 +272,72 @@ def test_the_workbench_speaks_chinese_and_fits_a_phone(bench: Bench, browser: An
     context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True, has_touch=True)
     page = context.new_page()
     try:
-        alert = _alert(bench.rms["bob"], title="Phone test")
+        alert = _alert(
+            bench.rms["bob"],
+            title="Outflow of 1,200,000.00 CNY to another bank",
+            titles={"en": "Outflow of 1,200,000.00 CNY to another bank", "zh-CN": "向他行转出 1,200,000.00 元"},
+        )
         bench.insert(alert)
         sign_in(page, bench, "bob", lang="zh")
         assert page.locator("html").get_attribute("lang") == "zh-CN"
         assert page.get_by_role("button", name="退出登录").is_visible()
         page.goto(f"{bench.url}/alerts/{alert.alert_id}")
         assert page.get_by_role("button", name="确认").is_visible()
+        assert page.locator("h1").inner_text() == "向他行转出 1,200,000.00 元"  # the alert's title in Chinese
         assert "转出 1,200,000.00 CNY" in page.inner_text(".sentence")
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
         # Switched back per user: the choice is remembered in a cookie.
         page.get_by_role("link", name="English").click()
-        page.goto(f"{bench.url}/inbox")
+        page.goto(f"{bench.url}/alerts/{alert.alert_id}")
         assert page.get_by_role("button", name="Sign out").is_visible()
+        assert page.locator("h1").inner_text() == "Outflow of 1,200,000.00 CNY to another bank"
     finally:
         context.close()
+
+
+def test_an_rm_snoozes_a_type_for_a_client_from_the_client_page(bench: Bench, page: Any) -> None:
+    from tests.support import read_to_end
+
+    alert = _alert(bench.rms["alice"], type="large_inflow", severity="info", title="Inflow of 90,000.00 CNY")
+    bench.insert(alert)
+    bench.snapshot(client_id=alert.client_id, aum="650000.00", rm_id=bench.rms["alice"], tier="platinum")
+    sign_in(page, bench, "alice")
+    page.goto(f"{bench.url}/alerts/{alert.alert_id}")
+    page.get_by_role("link", name="Client page").click()
+    page.wait_for_url(f"**/clients/{alert.client_id}")
+    assert "none" in page.inner_text("dl.cardlist")  # no snooze yet
+    until = (datetime.now(UTC) + timedelta(days=14)).strftime("%Y-%m-%d")
+    page.get_by_label("Alert type").select_option("large_inflow")
+    page.get_by_label("Until").fill(until)
+    page.get_by_label("Reason").fill("client abroad, asked not to be called")
+    page.get_by_role("button", name="Snooze").click()
+    page.wait_for_url("**done=snooze")
+    assert page.get_by_role("status").inner_text() == "Snoozed."
+    card = page.inner_text("dl.cardlist")
+    assert "Large inflow" in card and "client abroad, asked not to be called" in card and "alice" in card
+    assert "snoozed Large inflow until" in page.locator("ol.timeline li").first.inner_text()
+
+    client = _api(bench, "alice", f"/api/clients/{alert.client_id}")
+    [snooze] = client["snoozes"]
+    assert (snooze["alert_type"], snooze["actor"], snooze["reason"]) == (
+        "large_inflow",
+        "alice",
+        "client abroad, asked not to be called",
+    )
+    assert snooze["until"].startswith((datetime.now(UTC) + timedelta(days=15)).strftime("%Y-%m-%d"))
+    # The control event went to the workers' controls topic, keyed by the client.
+    settings = bench.extra["settings"]
+    records = bench.run(lambda: read_to_end(settings.kafka_bootstrap, settings.controls_topic))
+    mine = [r for r in records if r.key == alert.client_id.encode()]
+    assert len(mine) == 1 and b'"kind":"snooze"' in mine[0].value
+    # A snooze without a reason is refused with the reason why, and records nothing.
+    page.get_by_label("Reason").fill(" ")
+    page.get_by_role("button", name="Snooze").click()
+    assert "reason" in page.get_by_role("alert").inner_text()
+    assert len(_api(bench, "alice", f"/api/clients/{alert.client_id}")["snooze_history"]) == 1
+    # Ops may look but not snooze.
+    page.context.clear_cookies()
+    sign_in(page, bench, "olga")
+    page.goto(f"{bench.url}/clients/{alert.client_id}")
+    assert page.get_by_role("button", name="Snooze").count() == 0
+    assert page.errors == []

@@ -70,7 +70,13 @@ DOCUMENTED_DEFAULTS: dict[str, Any] = {
         "tier": {"private": 25, "diamond": 20, "platinum": 15, "gold": 5, "mass": 0},
         "type": {"complaint": 5, "complaint_unanswered": 5, "aum_drain": 5},
     },
-    "sla_hours": {"complaint": 24, "new_client_first_txn": 24, "large_outflow": 24, "aum_drain": 24},
+    "sla_hours": {
+        "complaint": 24,
+        "complaint_unanswered": 4,
+        "new_client_first_txn": 24,
+        "large_outflow": 24,
+        "aum_drain": 24,
+    },
     "sla_default_hours": 72,
     "sla_due_soon_fraction": "0.25",
 }
@@ -122,6 +128,7 @@ def test_the_defaults_compile_to_the_units_the_rules_compare() -> None:
 
     assert rules.sla["complaint"] == 24 * US_PER_HOUR and rules.sla["large_outflow"] == 24 * US_PER_HOUR
     assert rules.sla["new_client_first_txn"] == 24 * US_PER_HOUR and rules.sla["aum_drain"] == 24 * US_PER_HOUR
+    assert rules.sla["complaint_unanswered"] == 4 * US_PER_HOUR
     assert rules.sla["dormancy"] == 72 * US_PER_HOUR and rules.sla["tier_upgrade"] == 72 * US_PER_HOUR
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from types import SimpleNamespace
 
 import pytest
 
@@ -11,7 +10,6 @@ from handlers.access import Principal
 from handlers.lifecycle import ClosingError, check_closing, is_useful
 from handlers.report import build_report, report_days
 from handlers.sla import due_by, sla_state
-from handlers.worklist import default_priority, priority_of
 from streams.api.charts import bar_chart, per_day_chart
 from streams.api.cursors import CursorError, decode_position, encode_position
 from streams.api.explain import explain, money, when
@@ -130,14 +128,6 @@ def test_charts_escape_every_text_and_need_no_style_attribute() -> None:
     bars = bar_chart([("<b>", 0.5), ("none", None)], "t", percent=True)
     assert "&lt;b&gt;" in bars and "50%" in bars and "style=" not in bars
     assert per_day_chart({"days": [], "types": []}, {}, "t") == ""
-
-
-def test_priority_defaults_for_alerts_without_one() -> None:
-    assert default_priority("critical", "private", "complaint") == 100
-    assert default_priority("info", None, "tier_upgrade") == 10
-    carried = SimpleNamespace(priority=42, severity="info", tier="mass", type="tier_upgrade")
-    older = SimpleNamespace(severity="warning", tier="gold", type="aum_drain")
-    assert priority_of(carried) == 42 and priority_of(older) == 50
 
 
 def test_inbox_positions_are_signed_for_their_caller_and_purpose() -> None:
