@@ -16,7 +16,8 @@ PALETTE = 12
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.1f}".rstrip("0").rstrip(".")
+    text = f"{value:.2f}" if abs(value) < 1 else f"{value:.1f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def per_day_chart(report: Mapping[str, Any], labels: Mapping[str, str], title: str) -> str:

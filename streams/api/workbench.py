@@ -42,7 +42,7 @@ log = logging.getLogger("clientpulse.api.workbench")
 
 PAGE_SIZE = 50
 TIMELINE_ALERTS = 100
-MANAGER_LIST = 100
+MANAGER_LIST = 50
 MAX_FORM_BYTES = 8192
 SEVERITIES: tuple[str, ...] = tuple(reversed(tuple(SEVERITY_RANK)))
 REPORT_DAYS = (30, 90, 365)
