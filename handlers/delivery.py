@@ -73,8 +73,17 @@ class Router:
 
 
 def record_id(record: dict[str, Any]) -> str:
-    """The idempotency key: the alert id of a push, the digest id of a digest."""
+    """The idempotency key: the alert id of a push, the digest id of a digest, the push id of an escalation."""
+    if record["kind"] == "escalation":
+        return str(record["push_id"])
     return str(record["alert_id"] if record["kind"] == "push" else record["digest_id"])
+
+
+def recipient(record: dict[str, Any]) -> str | None:
+    """Whose route a record takes: the RM of a push or digest, the manager of an escalation (None: unassigned)."""
+    if record["kind"] == "escalation":
+        return record.get("manager") or None
+    return record.get("rm_id") or None
 
 
 def alert_link(workbench_url: str, alert_id: str) -> str:
@@ -93,6 +102,23 @@ def _local(text: str, tz: ZoneInfo) -> str:
 
 # ---------------------------------------------------------------------- bodies
 def generic_body(record: dict[str, Any], workbench_url: str) -> dict[str, Any]:
+    if record["kind"] == "escalation":
+        return {
+            "id": record["push_id"],
+            "kind": "escalation",
+            "manager": record["manager"],
+            "rm_id": record["rm_id"],
+            "alert_id": record["alert_id"],
+            "priority": record["priority"],
+            "type": record["type"],
+            "severity": record["severity"],
+            "client_id": record["client_id"],
+            "occurred_at": record["occurred_at"],
+            "due_by": record["due_by"],
+            "escalated_at": record["escalated_at"],
+            "title": record["title"],
+            "link": alert_link(workbench_url, record["alert_id"]),
+        }
     if record["kind"] == "push":
         alert = record["alert"]
         return {
@@ -144,7 +170,15 @@ def _line(alert: dict[str, Any], workbench_url: str) -> str:
 
 def robot_markdown(record: dict[str, Any], workbench_url: str, tz: ZoneInfo) -> tuple[str, str]:
     """(title, markdown text) of a robot message, in Chinese and English, within WeCom's 4,096 bytes."""
-    if record["kind"] == "push":
+    if record["kind"] == "escalation":
+        title = f"[已超时 Overdue] P{record['priority']} {record['title']}"
+        link = alert_link(workbench_url, record["alert_id"])
+        lines = [
+            f"### 已超时 OVERDUE · P{record['priority']}",
+            f"> {record['title']} ({record['client_id']}) [查看 Open]({link})",
+            f"> 客户经理 RM {record['rm_id'] or '未分配 unassigned'} · 截止 due {_local(record['due_by'], tz)}",
+        ]
+    elif record["kind"] == "push":
         alert = record["alert"]
         severity = alert["severity"]
         title = f"[{SEVERITY_ZH.get(severity, severity)}] P{record['priority']} {_titles(alert)['en']}"

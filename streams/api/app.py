@@ -718,6 +718,7 @@ def create_api(
             report=rule_report,
             snoozes=ControlSnoozes(store, controls) if controls is not None else None,
             poll_seconds=settings.workbench_poll_seconds,
+            stream_url="/api/alerts/stream",
         ).routes(app)
     return app
 

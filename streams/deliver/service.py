@@ -232,7 +232,7 @@ class Deliverer:
         except (orjson.JSONDecodeError, KeyError, TypeError):
             self._letter(record, "invalid_notification", "not a push or digest of the notifier", now, letters)
             return
-        key = value.get("rm_id") or UNASSIGNED
+        key = delivery.recipient(value) or UNASSIGNED
         endpoints = self.router.endpoints(key)
         kind = str(value.get("kind"))
         if not endpoints:

@@ -284,7 +284,7 @@ class Demo:
                         rm = record.get("rm_id") or "unassigned"
                         if record.get("kind") == "push":
                             self.pushed_by_rm[rm].add(record["alert_id"])
-                        else:
+                        elif record.get("kind") == "digest":
                             self.digested_by_rm[rm].update(record.get("alert_ids", ()))
         finally:
             await consumer.stop()

@@ -198,6 +198,9 @@ def test_the_manager_sees_the_team_assigns_unassigned_work_and_the_rm_gets_it(be
 
 
 def test_new_alerts_appear_without_a_reload_and_j_moves_between_them(bench: Bench, page: Any) -> None:
+    streams: list[str] = []
+    page.on("request", lambda request: streams.append(request.url) if "/api/alerts/stream" in request.url else None)
+    bench.insert(_alert(bench.rms["bob"], title=f"Older {bench.tag}"))
     sign_in(page, bench, "bob")
     page.evaluate("window.__sameDocument = true")
     fresh = _alert(
@@ -209,6 +212,7 @@ def test_new_alerts_appear_without_a_reload_and_j_moves_between_them(bench: Benc
     bench.insert(fresh)
     page.locator(f'tr[data-alert-id="{fresh.alert_id}"]').wait_for(timeout=10_000)
     assert page.evaluate("window.__sameDocument") is True, "the page was not reloaded"
+    assert streams, "the inbox listens to the API's stream of new alerts"
     assert re.fullmatch(r"\d+ new alert\(s\)", page.locator("#live").inner_text())
     order = page.locator("#inbox-rows tr").evaluate_all("rows => rows.map(r => r.dataset.alertId)")
     page.locator("body").press("j")

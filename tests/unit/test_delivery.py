@@ -188,3 +188,29 @@ def test_deliver_configuration_errors_name_the_setting(tmp_path: Any, monkeypatc
     assert router.endpoints("rm-1")[0].url.endswith("key=k")
     one = load_router(Settings(deliver_url="https://hook", deliver_secret="s", deliver_format="dingtalk"))
     assert [(e.name, e.format, e.secret) for e in one.all] == [("default", "dingtalk", b"s")]
+
+
+def test_an_escalation_goes_to_the_manager_with_its_own_id_and_a_link() -> None:
+    from datetime import datetime, timedelta
+
+    from schemas.notifications import EscalationPush
+
+    at = datetime(2026, 3, 1, 10, tzinfo=ZoneInfo("UTC"))
+    push = EscalationPush(
+        push_id="escalation:a-9:maria", manager="maria", rm_id="rm-7", alert_id="a-9", type="complaint",
+        severity="critical", priority=90, client_id="c-1", title="Complaint (high severity) via branch",
+        occurred_at=at, due_by=at + timedelta(hours=24), escalated_at=at + timedelta(hours=25),
+    )  # fmt: skip
+    record = orjson.loads(push.model_dump_json())
+    assert delivery.record_id(record) == "escalation:a-9:maria"
+    assert delivery.recipient(record) == "maria" and delivery.recipient({**record, "manager": None}) is None
+    generic = orjson.loads(delivery.body(record, "generic", WB, TZ))
+    assert (generic["id"], generic["kind"], generic["manager"], generic["link"]) == (
+        "escalation:a-9:maria",
+        "escalation",
+        "maria",
+        "https://wb.example/alerts/a-9",
+    )
+    robot = orjson.loads(delivery.body(record, "wecom", WB, TZ))["markdown"]["content"]
+    assert "OVERDUE" in robot and "rm-7" in robot and "https://wb.example/alerts/a-9" in robot
+    assert delivery.recipient({"kind": "push", "rm_id": "rm-7"}) == "rm-7"
