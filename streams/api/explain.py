@@ -1,7 +1,8 @@
 """An alert's facts in plain words: what the rule compared with what, in English or Chinese.
 
 Every sentence is built from the catalogue here and the alert's facts as
-values (amounts formatted as "1,200,000.00 CNY", times in UTC); the page
+values (amounts formatted as "1,200,000.00 CNY", times in the bank's time zone
+with their offset, e.g. "2026-03-01 18:00 UTC+08:00"); the page
 escapes the result like any other text, so nothing in a fact can become
 markup. A fact a sentence does not use is still listed under "All facts".
 """
@@ -9,7 +10,7 @@ markup. A fact a sentence does not use is still listed under "All facts".
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -26,8 +27,8 @@ def money(value: str | None, currency: str) -> str:
         return f"{value} {currency}"
 
 
-def when(value: str | None) -> str:
-    """An RFC 3339 time as `2026-03-01 10:00 UTC`; other text as it is."""
+def when(value: str | None, zone: tzinfo = UTC) -> str:
+    """An RFC 3339 time in `zone` with its offset, `2026-03-01 18:00 UTC+08:00` (`UTC` when 0); other text as it is."""
     if not value:
         return "?"
     try:
@@ -36,7 +37,13 @@ def when(value: str | None) -> str:
         return value
     if parsed.tzinfo is None:
         return value
-    return parsed.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    try:
+        local = parsed.astimezone(zone)
+    except (OverflowError, ValueError):
+        local = parsed.astimezone(UTC)  # years 1 and 9999: the zone's offset would leave the calendar
+    offset = local.strftime("%z")
+    label = "UTC" if offset in ("", "+0000") else f"UTC{offset[:3]}:{offset[3:]}"
+    return f"{local:%Y-%m-%d %H:%M} {label}"
 
 
 def _percent(value: str | None) -> str:
@@ -73,6 +80,7 @@ _SENTENCES: dict[str, dict[str, str]] = {
         "no_rm_contact": (
             "No RM contact since {last_rm_contact}; {period_days} days allowed (in the tier since {tier_since})."
         ),
+        "no_rm_contact_ever": "No RM contact yet; {period_days} days allowed (in the tier since {tier_since}).",
         "birthday": "Birthday on {birthday}; the client is {tier}.",
         "complaint_unanswered": (
             "Complaint of {complained_at} not followed by RM contact within {follow_up_hours} hours."
@@ -103,6 +111,7 @@ _SENTENCES: dict[str, dict[str, str]] = {
         "product_maturity": "产品 {product_id} 将于 {maturity_date} 到期{amount}。",
         "product_amount": "（{amount}）",
         "no_rm_contact": "自 {last_rm_contact} 起客户经理未联系；允许 {period_days} 天（自 {tier_since} 起为此等级）。",
+        "no_rm_contact_ever": "客户经理尚未联系过该客户；允许 {period_days} 天（自 {tier_since} 起为此等级）。",
         "birthday": "生日 {birthday}；客户等级{tier}。",
         "complaint_unanswered": "{complained_at} 的投诉在 {follow_up_hours} 小时内未获客户经理跟进。",
         "low_satisfaction": "通过{channel}的{kind}后满意度为 {satisfaction}/5。",
@@ -118,7 +127,7 @@ class _Values(dict[str, str]):
         return "?"
 
 
-def explain(alert: Mapping[str, Any], lang: str, currency: str) -> str | None:
+def explain(alert: Mapping[str, Any], lang: str, currency: str, zone: tzinfo = UTC) -> str | None:
     """One sentence saying what the rule compared, or None for a type without a sentence (facts are listed)."""
     alert_type = str(alert.get("type"))
     words = _SENTENCES[lang]
@@ -136,7 +145,7 @@ def explain(alert: Mapping[str, Any], lang: str, currency: str) -> str | None:
             v[key] = money(facts.get(key), currency)
     for key in ("quiet_since", "onboarded_at", "due_by", "tier_since", "complained_at"):
         if key in facts:
-            v[key] = when(facts.get(key))
+            v[key] = when(facts.get(key), zone)
     v["tier"] = tier
     if "fraction" in facts:
         v["fraction"] = _percent(facts.get("fraction"))
@@ -149,7 +158,10 @@ def explain(alert: Mapping[str, Any], lang: str, currency: str) -> str | None:
         v["counted_from"] = words.get(str(facts.get("counted_from")), str(facts.get("counted_from", "?")))
     if alert_type == "no_rm_contact":
         last = facts.get("last_rm_contact")
-        v["last_rm_contact"] = words["never"] if last in (None, "never") else when(last)
+        if last in (None, "never"):
+            template = words["no_rm_contact_ever"]
+        else:
+            v["last_rm_contact"] = when(last, zone)
     if alert_type == "complaint":
         v["tier"] = name(lang, "tier", facts.get("tier")) if facts.get("tier") in _TIERS else tier
     if alert_type == "product_maturity":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlencode
 
@@ -27,7 +27,7 @@ from handlers.lifecycle import DISMISS_REASONS, NOTE_REQUIRED, RESOLVE_OUTCOMES
 from handlers.ruleset import Ruleset
 from handlers.sla import sla_state
 from handlers.worklist import INBOX_STATUSES
-from schemas.alerts import ALERT_TYPES
+from schemas.alerts import ALERT_TYPES, SNOOZABLE_TYPES
 from schemas.values import SEVERITY_RANK
 from streams import metrics
 from streams.api.bodies import read_body
@@ -115,7 +115,10 @@ class Workbench:
         self.report_of = report
         self.snoozes = snoozes
         self.default_lang = lang_of(getattr(rules.source, "locale", None))
+        self.zone = rules.timezone
+        """Times are shown in the bank's time zone (the rules file's `timezone`), with their offset."""
         self.env = _environment()
+        self.env.filters["when"] = lambda value: when(value, self.zone)
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/", self.root)
@@ -331,7 +334,7 @@ class Workbench:
             view,
             "alert.html",
             alert=alert,
-            sentence=explain(alert, view.lang, self.rules.base_currency),
+            sentence=explain(alert, view.lang, self.rules.base_currency, self.zone),
             card=card,
             snoozes=await self._snoozes(alert["client_id"]),
             snoozable=self.snoozes is not None,
@@ -341,8 +344,8 @@ class Workbench:
             team=sorted(view.principal.team) if view.principal.role == "manager" else [],
             done=request.query.get("done"),
             error=request.query.get("error"),
-            types=ALERT_TYPES,
-            snooze_default=(view.now + timedelta(days=7)).strftime("%Y-%m-%d"),
+            types=SNOOZABLE_TYPES,
+            snooze_default=self._snooze_default(view),
         )
 
     async def alert_action(self, request: web.Request) -> web.StreamResponse:
@@ -394,11 +397,15 @@ class Workbench:
             limit=TIMELINE_ALERTS,
             snoozes=snoozes,
             snoozable=self.snoozes is not None,
-            types=ALERT_TYPES,
+            types=SNOOZABLE_TYPES,
             done=request.query.get("done"),
             error=request.query.get("error"),
-            snooze_default=(view.now + timedelta(days=7)).strftime("%Y-%m-%d"),
+            snooze_default=self._snooze_default(view),
         )
+
+    def _snooze_default(self, view: View) -> str:
+        """A week from today, as a date of the bank's calendar."""
+        return (view.now.astimezone(self.zone) + timedelta(days=7)).strftime("%Y-%m-%d")
 
     async def client_snooze(self, request: web.Request) -> web.StreamResponse:
         view = await self._view(request)
@@ -415,7 +422,7 @@ class Workbench:
         if card is None or not view.principal.scope.allows(card.get("rm_id")):
             return self._not_found(request, view)
         try:
-            until = _parse_until(form.get("until", ""))
+            until = _parse_until(form.get("until", ""), self.zone)
             reason = (form.get("reason") or "").strip()
             await self.snoozes.snooze(view.principal, client_id, form.get("alert_type", ""), until, reason)
         except (FormError, ValueError) as exc:
@@ -464,8 +471,8 @@ class Workbench:
             report=report,
             days=days,
             choices=REPORT_DAYS,
-            since=since.strftime("%Y-%m-%d %H:%M"),
-            until=until.strftime("%Y-%m-%d %H:%M"),
+            since=when(since.isoformat(), self.zone),
+            until=when(until.isoformat(), self.zone),
             chart_days=Markup(per_day_chart(report, labels, word(view.lang, "chart_per_day"))),
             chart_useful=Markup(
                 bar_chart(
@@ -497,16 +504,17 @@ def _with_query(path: str, **values: str) -> str:
     return f"{path}?{urlencode(values)}"
 
 
-def _parse_until(text: str) -> datetime:
-    """A date (the end of that day, UTC) or a time with an offset."""
+def _parse_until(text: str, zone: tzinfo) -> datetime:
+    """A date (the end of that day in the bank's time zone) or a time with an offset."""
     text = text.strip()
     try:
         if len(text) == 10:
-            return datetime.fromisoformat(text).replace(tzinfo=UTC) + timedelta(days=1)
+            day = date.fromisoformat(text) + timedelta(days=1)
+            return datetime.combine(day, time(0), tzinfo=zone)
         value = datetime.fromisoformat(text)
     except ValueError:
         raise FormError(f"until: not a date: {text!r}") from None
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+    return value if value.tzinfo is not None else value.replace(tzinfo=zone)
 
 
 def _hours_since(iso: str | None, now: datetime) -> float:

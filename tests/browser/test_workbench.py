@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.request import Request, urlopen
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -85,6 +86,7 @@ def test_an_rm_signs_in_sees_only_its_alerts_acts_on_one_and_signs_out(bench: Be
         tier="platinum",
         last_activity="2026-02-28T09:00:00+00:00",
     )
+    bench.snapshot(client_id=urgent.client_id, aum="800000.00", rm_id=bench.rms["alice"], tier="gold")
 
     sign_in(page, bench, "alice")
     assert page.url.endswith("/inbox")
@@ -109,7 +111,7 @@ def test_an_rm_signs_in_sees_only_its_alerts_acts_on_one_and_signs_out(bench: Be
     assert page.locator("h1").inner_text() == "Outflow of 80,000.00 CNY"
     assert "Outflow 1,200,000.00 CNY ≥ limit 500,000.00 CNY for gold; to another bank." in page.inner_text(".sentence")
     card = page.inner_text("dl.cardlist")
-    assert "1,234,567.80 CNY" in card and "platinum" in card and "2026-02-28 09:00 UTC" in card
+    assert "1,234,567.80 CNY" in card and "platinum" in card and "2026-02-28 17:00 UTC+08:00" in card
     client_link = page.get_by_role("link", name="Client page")
     assert mine.client_id in (client_link.get_attribute("href") or "")
 
@@ -137,6 +139,9 @@ def test_an_rm_signs_in_sees_only_its_alerts_acts_on_one_and_signs_out(bench: Be
     page.get_by_role("button", name="Dismiss").click()
     assert "note: required when dismissing as false_positive" in page.get_by_role("alert").inner_text()
     assert _api(bench, "alice", f"/api/alerts/{urgent.alert_id}")["status"] == "open"
+    # A complaint is never snoozed: its page says so instead of offering the form.
+    assert page.locator(".never-snoozed").is_visible()
+    assert page.get_by_role("button", name="Snooze").count() == 0
 
     # The client page: the card and the timeline, newest first, with the status changes.
     page.goto(f"{bench.url}/clients/{mine.client_id}")
@@ -328,7 +333,9 @@ def test_an_rm_snoozes_a_type_for_a_client_from_the_client_page(bench: Bench, pa
         "alice",
         "client abroad, asked not to be called",
     )
-    assert snooze["until"].startswith((datetime.now(UTC) + timedelta(days=15)).strftime("%Y-%m-%d"))
+    # A date means the end of that day in the bank's time zone (the test rules' Asia/Shanghai).
+    end_of_day = datetime.fromisoformat(until).replace(tzinfo=ZoneInfo("Asia/Shanghai")) + timedelta(days=1)
+    assert datetime.fromisoformat(snooze["until"]) == end_of_day
     # The control event went to the workers' controls topic, keyed by the client.
     settings = bench.extra["settings"]
     records = bench.run(lambda: read_to_end(settings.kafka_bootstrap, settings.controls_topic))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -100,12 +101,20 @@ def test_facts_in_plain_words_in_both_languages() -> None:
     assert explain(upgrade, "en", "CNY") == "AUM 60,000.00 CNY ≥ the gold floor of 50,000.00 CNY: from mass to gold."
     facts = {"period_days": "60", "tier_since": "2026-01-01T00:00:00+00:00", "last_rm_contact": "never"}
     contact = {"type": "no_rm_contact", "tier": "diamond", "facts": facts}
-    assert "No RM contact since never; 60 days allowed" in str(explain(contact, "en", "CNY"))
+    shanghai = ZoneInfo("Asia/Shanghai")
+    assert explain(contact, "en", "CNY", shanghai) == (
+        "No RM contact yet; 60 days allowed (in the tier since 2026-01-01 08:00 UTC+08:00)."
+    )
+    contact["facts"] = {**facts, "last_rm_contact": "2026-02-01T02:00:00+00:00"}
+    assert "自 2026-02-01 10:00 UTC+08:00 起客户经理未联系" in str(explain(contact, "zh", "CNY", shanghai))
     # Missing facts read as "?", unknown types have no sentence (their facts are listed instead).
     assert explain({"type": "large_outflow", "tier": None, "facts": {}}, "en", "CNY") == ("Outflow ? ≥ limit ? for ?.")
     assert explain({"type": "something_new", "facts": {"a": "b"}}, "en", "CNY") is None
     assert money("12.5", "CNY") == "12.50 CNY" and money("<b>", "CNY") == "<b> CNY"
     assert when("2026-03-01T18:00:00+08:00") == "2026-03-01 10:00 UTC" and when("later") == "later"
+    assert when("2026-03-01T10:00:00+00:00", shanghai) == "2026-03-01 18:00 UTC+08:00"
+    assert when("2026-07-01T10:00:00+00:00", ZoneInfo("America/New_York")) == "2026-07-01 06:00 UTC-04:00"
+    assert when("9999-12-31T23:59:59+00:00", shanghai) == "9999-12-31 23:59 UTC"  # no room for the offset
 
 
 def test_words_titles_and_names() -> None:
