@@ -61,7 +61,10 @@ bench-api: $(STAMP)
 	$(BIN)/clientpulse bench-api
 
 # Pictures of a running demo's workbench for the README: `make screenshots URL=http://127.0.0.1:PORT/`.
+# Chinese text needs a CJK font, which a minimal system lacks (the pages would show boxes): Debian's Noto CJK.
 screenshots: $(STAMP) chromium
+	@fc-list :lang=zh 2>/dev/null | grep -q . || { echo "installing fonts-noto-cjk (Chinese text in the pictures)"; \
+	  apt-get install -y -qq --no-install-recommends fonts-noto-cjk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends fonts-noto-cjk; }; }
 	$(BIN)/clientpulse screenshots $(URL)
 
 clean:
