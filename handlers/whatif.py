@@ -310,6 +310,10 @@ class NotifySummary:
     digests: int
     digested: int
     waiting: int
+    stale: int
+    """Alerts more than `remember_days` older than their RM's latest when they came: never notified."""
+    duplicates: int
+    """Alerts whose id was already decided (a re-delivery)."""
     per_day: dict[str, list[int]]
     """"pushes" and "digests" per day of the comparison's days (a push's alert time, a digest's due time)."""
     pushes_per_rm_day: Load
@@ -323,6 +327,8 @@ class NotifySummary:
             "digests": self.digests,
             "digested": self.digested,
             "waiting": self.waiting,
+            "stale": self.stale,
+            "duplicates": self.duplicates,
             "pushes_per_rm_day": self.pushes_per_rm_day.as_json(),
         }
 
@@ -556,6 +562,8 @@ def _notify_summary(notified: Notified, days: Sequence[date], tz: tzinfo, rms: i
         digests=sum(c.digests.values()),
         digested=c.digested,
         waiting=notified.waiting,
+        stale=c.stale,
+        duplicates=c.duplicates,
         per_day=per_day,
         pushes_per_rm_day=_load(pushes, rms * len(days)),
     )

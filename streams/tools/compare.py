@@ -153,6 +153,7 @@ def _notify_rows(c: Comparison, lang: str) -> list[tuple[str, float, float, bool
         (word(lang, "digests"), na.digests, nb.digests, False),
         (word(lang, "digested"), na.digested, nb.digested, False),
         (word(lang, "waiting"), na.waiting, nb.waiting, False),
+        (word(lang, "stale"), na.stale, nb.stale, False),
         (word(lang, "pushes_mean"), na.pushes_per_rm_day.mean, nb.pushes_per_rm_day.mean, False),
         (word(lang, "pushes_max"), na.pushes_per_rm_day.max, nb.pushes_per_rm_day.max, False),
     ]
@@ -435,7 +436,7 @@ def render_html(c: Comparison, about: About, lang: str = "en") -> str:
     )
     rms = c.by_rm[: RMS_SHOWN * 2]
     rm_chart = paired_bar_chart(
-        [(name(lang, "rm", r.key), [r.a, r.b]) for r in rms], [a_name, b_name], word(lang, "chart_rms")
+        [(name(lang, "rm", r.key), [r.a, r.b]) for r in rms], ["A", "B"], word(lang, "chart_rms")
     )
     na, nb = c.a.notifications, c.b.notifications
     notify_chart = paired_bar_chart(
@@ -445,7 +446,7 @@ def render_html(c: Comparison, about: About, lang: str = "en") -> str:
             (word(lang, "digests"), [na.digests, nb.digests]),
             (word(lang, "digested"), [na.digested, nb.digested]),
         ],
-        [a_name, b_name],
+        ["A", "B"],
         word(lang, "chart_notify"),
     )
     data = c.as_json()
