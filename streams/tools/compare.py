@@ -436,7 +436,7 @@ def render_html(c: Comparison, about: About, lang: str = "en") -> str:
     )
     rms = c.by_rm[: RMS_SHOWN * 2]
     rm_chart = paired_bar_chart(
-        [(name(lang, "rm", r.key), [r.a, r.b]) for r in rms], ["A", "B"], word(lang, "chart_rms")
+        [(_clean(name(lang, "rm", r.key)), [r.a, r.b]) for r in rms], ["A", "B"], word(lang, "chart_rms")
     )
     na, nb = c.a.notifications, c.b.notifications
     notify_chart = paired_bar_chart(
@@ -496,6 +496,9 @@ def run_compare(args: argparse.Namespace) -> int:
     paths: list[Path] = args.rules or []
     if len(paths) != 2:
         print("clientpulse compare: give exactly two rules files: --rules A.yaml --rules B.yaml", file=sys.stderr)
+        return 2
+    if args.examples < 0:
+        print("clientpulse compare: --examples must be 0 or more", file=sys.stderr)
         return 2
     try:
         rules = [load_rules(p) for p in paths]
