@@ -126,6 +126,12 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return run_backtest(args.events, args.rules, args.out, args.until, args.summary, args.notifications)
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from streams.tools.compare import run_compare
+
+    return run_compare(args)
+
+
 def cmd_simulate(args: argparse.Namespace) -> int:
     from streams.tools.simulate import run_simulate
 
@@ -216,6 +222,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--notifications", type=Path, default=None, help="also write the pushes and digests the notifier would send"
     )
     p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser(
+        "compare",
+        help="replay a topic dump through two rules files and report what would change (docs/whatif.md)",
+    )
+    p.add_argument("events", type=Path)
+    p.add_argument("--rules", type=Path, action="append", help="rules file A, then B (give --rules twice)")
+    p.add_argument("--labels", type=Path, default=None, help="stored outcomes (clientpulse export-labels)")
+    p.add_argument("--html", type=Path, default=None, help="also write the report as one self-contained HTML file")
+    p.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON here")
+    p.add_argument("--until", type=_parse_time, default=None, help="advance the clock to this time at the end")
+    p.add_argument("--examples", type=int, default=5, help="examples per alert type in each list (default 5)")
+    p.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the text and HTML reports")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("simulate", help="feed a synthetic bank into the input topics")
     p.add_argument("--clients", type=int, default=300)

@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 PALETTE = 12
-"""Classes c0..c11 in workbench.css colour the series."""
+"""Classes c0..c11 fill the series (workbench.css); the lines of line_chart take s0..s11 (stroke)."""
 
 
 def _fmt(value: float) -> str:
@@ -91,5 +91,150 @@ def bar_chart(rows: Sequence[tuple[str, float | None]], title: str, *, percent: 
         shown = f"{value * 100:.0f}%" if percent else f"{_fmt(value)} {unit}".strip()
         parts.append(f'<rect class="c{i % PALETTE}" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row_h - 8}"/>')
         parts.append(f'<text class="tick" x="{label_w + w + 6:.1f}" y="{y + 15}">{escape(shown)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _open(width: float, height: float, title: str, kind: str) -> str:
+    return (
+        f'<svg class="chart {kind}" viewBox="0 0 {width:g} {height:g}" role="img" aria-label="{escape(title)}">'
+        f"<title>{escape(title)}</title>"
+    )
+
+
+def line_chart(
+    days: Sequence[str],
+    series: Sequence[tuple[str, Sequence[float]]],
+    title: str,
+    *,
+    width: int = 720,
+    height: int = 220,
+) -> str:
+    """One line per series over the days (e.g. alerts per day under two rules files), with a legend.
+
+    Each line is a `polyline` of class `line s{k}` carrying `data-series`; up
+    to two months of days also get a dot per day with its value as a tooltip.
+    """
+    if not days or not series:
+        return ""
+    left, right, top, bottom, legend_h = 44, 8, 10, 24, 22
+    plot_w, plot_h = width - left - right, height - top - bottom - legend_h
+    peak = max((v for _, values in series for v in values), default=0) or 1
+    step = plot_w / len(days)
+    base = top + plot_h
+
+    def x(i: int) -> float:
+        return left + (i + 0.5) * step
+
+    def y(v: float) -> float:
+        return base - plot_h * v / peak
+
+    parts = [
+        _open(width, height, title, "lines"),
+        f'<line class="axis" x1="{left}" y1="{base}" x2="{width - right}" y2="{base}"/>',
+        f'<line class="grid" x1="{left}" y1="{top}" x2="{width - right}" y2="{top}"/>',
+        f'<text class="tick" x="{left - 6}" y="{top + 4}" text-anchor="end">{escape(_fmt(peak))}</text>',
+        f'<text class="tick" x="{left - 6}" y="{base}" text-anchor="end">0</text>',
+    ]
+    dots = len(days) <= 62
+    for k, (name, values) in enumerate(series):
+        points = " ".join(f"{x(i):.1f},{y(v):.1f}" for i, v in enumerate(values))
+        parts.append(f'<polyline class="line s{k % PALETTE}" data-series="{escape(name)}" points="{points}"/>')
+        if dots:
+            for i, v in enumerate(values):
+                tip = f"{days[i]} {name}: {_fmt(v)}"
+                parts.append(
+                    f'<circle class="dot c{k % PALETTE}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5">'
+                    f"<title>{escape(tip)}</title></circle>"
+                )
+    label_every = max(1, len(days) // 6)
+    for i in range(0, len(days), label_every):
+        parts.append(
+            f'<text class="tick" x="{x(i):.1f}" y="{base + 16}" text-anchor="middle">{escape(days[i][5:])}</text>'
+        )
+    spacing = max(110, (width - left) // len(series))
+    for k, (name, values) in enumerate(series):
+        lx, ly = left + k * spacing, height - legend_h + 6
+        total = _fmt(sum(values))
+        parts.append(f'<rect class="c{k % PALETTE}" x="{lx}" y="{ly}" width="12" height="12"/>')
+        parts.append(f'<text class="legend" x="{lx + 16}" y="{ly + 11}">{escape(f"{name} ({total})")}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def paired_bar_chart(
+    rows: Sequence[tuple[str, Sequence[float | None]]], series: Sequence[str], title: str, *, unit: str = ""
+) -> str:
+    """Horizontal bars, one group per row and one bar per series in it (e.g. A against B), on one scale."""
+    if not rows or not series:
+        return ""
+    width, bar_h, gap, label_w, legend_h = 720, 14, 10, 220, 22
+    group_h = bar_h * len(series) + gap
+    peak = max((v for _, values in rows for v in values if v is not None), default=0.0) or 1.0
+    height = legend_h + group_h * len(rows) + 4
+    parts = [_open(width, height, title, "bars")]
+    lx = label_w
+    for k, name in enumerate(series):
+        parts.append(f'<rect class="c{k % PALETTE}" x="{lx}" y="4" width="12" height="12"/>')
+        parts.append(f'<text class="legend" x="{lx + 16}" y="15">{escape(name)}</text>')
+        lx += max(60, 7 * len(name) + 36)
+    for i, (label, values) in enumerate(rows):
+        y0 = legend_h + i * group_h
+        mid = y0 + bar_h * len(series) / 2 + 4
+        parts.append(f'<text class="legend" x="{label_w - 8}" y="{mid:.1f}" text-anchor="end">{escape(label)}</text>')
+        for k, value in enumerate(values):
+            y = y0 + k * bar_h
+            if value is None:
+                parts.append(f'<text class="tick" x="{label_w + 4}" y="{y + bar_h - 3}">\u2013</text>')
+                continue
+            w = (width - label_w - 90) * value / peak
+            shown = f"{_fmt(value)} {unit}".strip()
+            parts.append(
+                f'<rect class="c{k % PALETTE}" data-series="{escape(series[k])}" x="{label_w}" y="{y + 1}" '
+                f'width="{w:.1f}" height="{bar_h - 2}"><title>{escape(f"{series[k]}: {shown}")}</title></rect>'
+            )
+            parts.append(f'<text class="tick" x="{label_w + w + 6:.1f}" y="{y + bar_h - 3}">{escape(shown)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def difference_chart(days: Sequence[str], values: Sequence[float], title: str, *, width: int = 720) -> str:
+    """Bars up from a zero line where a value is positive (class c1) and down where negative (c0), per day.
+
+    For B minus A: what a change adds or removes each day stands out even
+    when both series are large and nearly equal.
+    """
+    if not days or not any(values):
+        return ""
+    height, left, right, top, bottom = 160, 44, 8, 10, 24
+    plot_w, plot_h = width - left - right, height - top - bottom
+    peak = max(abs(v) for v in values) or 1
+    zero = top + plot_h / 2
+    step = plot_w / len(days)
+    bar = max(1.0, step * 0.8)
+    parts = [
+        _open(width, height, title, "difference"),
+        f'<line class="axis" x1="{left}" y1="{zero}" x2="{width - right}" y2="{zero}"/>',
+        f'<text class="tick" x="{left - 6}" y="{top + 8}" text-anchor="end">+{escape(_fmt(peak))}</text>',
+        f'<text class="tick" x="{left - 6}" y="{zero + 4}" text-anchor="end">0</text>',
+        f'<text class="tick" x="{left - 6}" y="{top + plot_h}" text-anchor="end">\u2212{escape(_fmt(peak))}</text>',
+    ]
+    for i, v in enumerate(values):
+        if not v:
+            continue
+        h = (plot_h / 2) * abs(v) / peak
+        x = left + i * step + (step - bar) / 2
+        y = zero - h if v > 0 else zero
+        sign = "+" if v > 0 else "\u2212"
+        parts.append(
+            f'<rect class="{"c1" if v > 0 else "c0"}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}">'
+            f"<title>{escape(f'{days[i]}: {sign}{_fmt(abs(v))}')}</title></rect>"
+        )
+    label_every = max(1, len(days) // 6)
+    for i in range(0, len(days), label_every):
+        x = left + i * step + step / 2
+        parts.append(
+            f'<text class="tick" x="{x:.1f}" y="{height - 8}" text-anchor="middle">{escape(days[i][5:])}</text>'
+        )
     parts.append("</svg>")
     return "".join(parts)
