@@ -13,7 +13,7 @@ from datetime import time as dt_time
 from pathlib import Path
 
 from handlers.ruleset import RulesError, Ruleset, load_rules
-from streams.settings import ConfigError, Settings, load_settings
+from streams.settings import ConfigError, Settings, load_settings, refuse_shadow
 
 TIME_FORMS = "a date such as 2027-06-01 (00:00 UTC) or a time with an offset such as 2027-06-01T09:30:00+08:00"
 
@@ -38,9 +38,12 @@ def _parse_time(text: str) -> datetime:
     return value
 
 
-def _load(rules_path: Path | None = None) -> tuple[Settings, Ruleset]:
-    """Settings and rules, or exit with a message naming the problem (nothing consumed yet)."""
-    settings = load_settings()
+def _load(rules_path: Path | None = None, *, shadow: bool = False) -> tuple[Settings, Ruleset]:
+    """Settings and rules, or exit with a message naming the problem (nothing consumed yet).
+
+    `shadow` (`worker --shadow`) turns shadow mode on; without it CLIENTPULSE_SHADOW decides.
+    """
+    settings = load_settings(**({"shadow": True} if shadow else {}))
     try:
         rules = load_rules(rules_path or settings.rules_path)
     except RulesError as exc:
@@ -56,7 +59,7 @@ def _setup_logging(level: str) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    settings, rules = _load()
+    settings, rules = _load(shadow=args.shadow)
     _setup_logging(settings.log_level)
     from streams.worker.run import run_worker
 
@@ -65,6 +68,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_notifier(args: argparse.Namespace) -> int:
     settings, rules = _load()
+    refuse_shadow(settings, "notifier")
     _setup_logging(settings.log_level)
     from streams.notifier.run import run_notifier
 
@@ -73,6 +77,7 @@ def cmd_notifier(args: argparse.Namespace) -> int:
 
 def cmd_deliver(args: argparse.Namespace) -> int:
     settings, rules = _load()
+    refuse_shadow(settings, "deliver")
     _setup_logging(settings.log_level)
     from streams.deliver.service import run_deliver
 
@@ -152,6 +157,7 @@ def cmd_redrive(args: argparse.Namespace) -> int:
 
 def cmd_sink(args: argparse.Namespace) -> int:
     settings, rules = _load()
+    refuse_shadow(settings, "sink")
     _setup_logging(settings.log_level)
     from streams.sink.service import run_sink
 
@@ -192,7 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clientpulse", description="Relationship-manager alerts from bank events.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("worker", help="run a stream worker (Faust)").set_defaults(func=cmd_worker)
+    p = sub.add_parser("worker", help="run a stream worker (Faust)")
+    p.add_argument(
+        "--shadow",
+        action="store_true",
+        help="run as a shadow (as CLIENTPULSE_SHADOW=true): the rules on the live input in a group of its own, "
+        "alerts to the shadow alerts topic only",
+    )
+    p.set_defaults(func=cmd_worker)
     sub.add_parser("notifier", help="run a notifier: pushes and digests for RMs (Faust)").set_defaults(
         func=cmd_notifier
     )

@@ -45,6 +45,11 @@ CONSUMER_LAG = Gauge(
     "Messages in an owned input partition after the offset this worker has committed",
     ["topic", "partition"],
 )
+WORKER_INFO = Gauge(
+    "clientpulse_worker_info",
+    "This worker's application id, mode (live, or shadow: candidate rules whose alerts reach no RM) and alerts topic",
+    ["app_id", "mode", "alerts_topic"],
+)
 CLOCK_SWEEPS = Counter("clientpulse_clock_sweeps", "Clock ticks processed")
 STATE_WRITES = Counter("clientpulse_state_writes", "Client state records written to the changelog")
 CLIENTS_ERASED = Counter(

@@ -50,6 +50,36 @@ class Settings(BaseSettings):
     partitions: int = Field(8, validation_alias=_env("CLIENTPULSE_PARTITIONS"), ge=1, le=1024)
     replication_factor: int = Field(1, validation_alias=_env("CLIENTPULSE_REPLICATION"), ge=1, le=7)
     app_id: str = Field("clientpulse", validation_alias=_env("CLIENTPULSE_APP_ID"), pattern=r"^[A-Za-z0-9._-]+$")
+    # ---- shadow run (docs/operations.md, "Shadow run"): a worker with candidate rules beside the live ones
+    shadow: bool = Field(
+        False,
+        validation_alias=_env("CLIENTPULSE_SHADOW"),
+        description="Run `clientpulse worker` as a shadow (also `clientpulse worker --shadow`): the rules of "
+        "`CLIENTPULSE_RULES` on the live input, in a consumer group of its own, alerts to "
+        "`CLIENTPULSE_SHADOW_ALERTS_TOPIC` only; no dead letters, no snapshots, nothing the notifier, sink or "
+        "deliver read. `CLIENTPULSE_APP_ID` stays the live one (the shadow checks it is not joining it).",
+    )
+    shadow_app_id: str | None = Field(
+        None,
+        validation_alias=_env("CLIENTPULSE_SHADOW_APP_ID"),
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="A shadow's Faust application id: its consumer group, changelogs and tick topic. Unset: "
+        "`<CLIENTPULSE_APP_ID>-shadow`. A shadow refuses to start with an id of the live deployment.",
+    )
+    shadow_alerts_topic_name: str = Field(
+        topics.SHADOW_ALERTS,
+        validation_alias=_env("CLIENTPULSE_SHADOW_ALERTS_TOPIC"),
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="Where a shadow publishes its alerts (the topic prefix goes in front, as for every topic); "
+        "`clientpulse topics` creates it. A shadow refuses to start with a topic of the live deployment.",
+    )
+    shadow_start: Literal["earliest", "latest"] = Field(
+        "earliest",
+        validation_alias=_env("CLIENTPULSE_SHADOW_START"),
+        description="Where a shadow's new consumer group starts on the input topics: `earliest`, all they "
+        "retain (its state and alerts cover the same history as the live workers': a fair comparison), or "
+        "`latest`, only events from its start. A restarted shadow goes on from its committed offsets either way.",
+    )
     web_port: int = Field(6066, validation_alias=_env("CLIENTPULSE_WEB_PORT"), ge=1, le=65535)
     web_host: str = Field("0.0.0.0", validation_alias=_env("CLIENTPULSE_WEB_HOST"))
     clock: Literal["wall", "event"] = Field("wall", validation_alias=_env("CLIENTPULSE_CLOCK"))
@@ -396,8 +426,57 @@ class Settings(BaseSettings):
         return f"{self.app_id}-notifier"
 
     @property
+    def worker_app_id(self) -> str:
+        """The worker's Faust application id: its consumer group, and the prefix of its changelogs and ticks.
+
+        The live workers' is `app_id`; a shadow's is its own, so that it never joins the live group.
+        """
+        if not self.shadow:
+            return self.app_id
+        return self.shadow_app_id or f"{self.app_id}-shadow"
+
+    @property
+    def shadow_alerts_topic(self) -> str:
+        """A shadow worker's alerts (candidate rules on live input); nothing reads it but a comparison."""
+        return self.topic(self.shadow_alerts_topic_name)
+
+    @property
+    def worker_alerts_topic(self) -> str:
+        """Where this worker publishes its alerts: the live alerts topic, or a shadow's own."""
+        return self.shadow_alerts_topic if self.shadow else self.alerts_topic
+
+    @property
     def ticks_topic(self) -> str:
-        return self.topic(f"{self.app_id}.{topics.TICKS_SUFFIX}")
+        """This worker's clock ticks (`<worker app id>.ticks.v1`): a shadow ticks its own partitions."""
+        return self.topic(f"{self.worker_app_id}.{topics.TICKS_SUFFIX}")
+
+    @property
+    def live_consumer_groups(self) -> dict[str, str]:
+        """The consumer groups of the live deployment, each with what it is (a shadow must join none)."""
+        return {
+            self.app_id: "the live workers' group (CLIENTPULSE_APP_ID)",
+            self.notifier_app_id: "the notifier's group",
+            f"{self.app_id}-sink": "the sink's group",
+            f"{self.app_id}-deliver": "deliver's group",
+        }
+
+    @property
+    def live_topics(self) -> dict[str, str]:
+        """The topics the live deployment reads or writes, each with what it holds (a shadow writes none)."""
+        return {
+            self.transactions_topic: "an input topic",
+            self.interactions_topic: "an input topic",
+            self.clients_topic: "an input topic",
+            self.controls_topic: "the controls topic (an input)",
+            self.alerts_topic: "the alerts topic",
+            self.deadletter_topic: "the dead-letter topic",
+            self.snapshots_topic: "the snapshot topic",
+            self.redriven_topic: "the redrive ledger",
+            self.notifications_topic: "the push topic",
+            self.digests_topic: "the digest topic",
+            self.alerts_by_rm_topic: "the notifier's input topic",
+            self.topic(f"{self.app_id}.{topics.TICKS_SUFFIX}"): "the workers' tick topic",
+        }
 
     @property
     def input_topics(self) -> tuple[str, str, str, str]:
@@ -416,9 +495,56 @@ class ConfigError(SystemExit):
     """Raised at start-up; the message names the variable and the problem."""
 
 
-def load_settings() -> Settings:
+def shadow_conflicts(settings: Settings) -> list[str]:
+    """Why these settings would let a shadow worker touch the live deployment (empty: they would not).
+
+    A shadow in a live consumer group would take partitions from the live
+    processes (and commit their offsets); a shadow writing a live topic would
+    reach RMs, the store or the re-drive ledger.
+    """
+    if not settings.shadow:
+        return []
+    problems = []
+    app_id, groups = settings.worker_app_id, settings.live_consumer_groups
+    if app_id in groups:
+        problems.append(
+            f"clientpulse: shadow mode ({ENV_NAMES['shadow']}): the shadow's application id {app_id} "
+            f"({ENV_NAMES['shadow_app_id']}) is {groups[app_id]}: the shadow would join it and take partitions "
+            f"from the live processes; unset {ENV_NAMES['shadow_app_id']} (then {settings.app_id}-shadow) or "
+            "choose an id of its own"
+        )
+    topic, live = settings.shadow_alerts_topic, settings.live_topics
+    if topic in live:
+        problems.append(
+            f"clientpulse: shadow mode ({ENV_NAMES['shadow']}): the shadow's alerts topic {topic} "
+            f"({ENV_NAMES['shadow_alerts_topic_name']}) is {live[topic]} of the live deployment; a shadow writes "
+            f"only a topic of its own: unset {ENV_NAMES['shadow_alerts_topic_name']} "
+            f"(then {settings.topic(topics.SHADOW_ALERTS)}) or choose another"
+        )
+    return problems
+
+
+def check_shadow(settings: Settings) -> None:
+    """Stop a shadow worker (exit 2) before it connects when it would touch the live deployment."""
+    problems = shadow_conflicts(settings)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def refuse_shadow(settings: Settings, command: str) -> None:
+    """Only the worker has a shadow mode: a shadow run has no notifier, sink or deliver of its own."""
+    if settings.shadow:
+        raise ConfigError(
+            f"clientpulse: {ENV_NAMES['shadow']} is set, but `clientpulse {command}` has no shadow mode: a shadow "
+            f"run is a worker only (its alerts go to {settings.shadow_alerts_topic}, which nothing else reads); "
+            f"unset {ENV_NAMES['shadow']} for the {command}"
+        )
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings from the environment; `overrides` (setting names, e.g. from command options) win over it."""
     try:
-        return Settings()
+        return Settings(**overrides)
     except ValidationError as exc:
         lines = error_texts(exc, whole="?", locate=_env_of, with_input=True)
         raise ConfigError("clientpulse: invalid configuration\n" + "\n".join(f"  {line}" for line in lines)) from None

@@ -40,6 +40,8 @@ def topic_specs(settings: Settings) -> list[TopicSpec]:
         # Snoozes from the RM API: every one matters in order (not compacted), kept like the bank's inputs.
         TopicSpec(settings.controls_topic, n, {}),
         TopicSpec(settings.alerts_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
+        # A shadow worker's alerts (candidate rules on the live input), kept as long as the live ones to compare.
+        TopicSpec(settings.shadow_alerts_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
         TopicSpec(settings.deadletter_topic, n, {"retention.ms": RETENTION_MONTH_MS}),
         TopicSpec(settings.snapshots_topic, n, {"cleanup.policy": "compact"}),
         TopicSpec(settings.ticks_topic, n, {"retention.ms": str(3600 * 1000)}),
@@ -57,12 +59,13 @@ def copartitioned_topics(settings: Settings) -> list[str]:
 
     A client's events, its clock ticks and its state records meet only when every
     one of these has the same partition count (and every producer uses murmur2).
+    The ticks and changelogs are this worker's: a shadow's are its own.
     """
     return [
         *settings.input_topics,
         settings.ticks_topic,
-        f"{settings.app_id}-client-state-changelog",
-        f"{settings.app_id}-partition-clock-changelog",
+        f"{settings.worker_app_id}-client-state-changelog",
+        f"{settings.worker_app_id}-partition-clock-changelog",
     ]
 
 

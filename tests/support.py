@@ -303,9 +303,10 @@ async def wait_group_committed(bootstrap: str, settings: Settings, count: int, t
 
     A worker commits a batch only once the batch's alerts, dead letters and
     state records are on the broker: from then on those topics are complete.
+    The group is the one these settings' worker joins (a shadow's is its own).
     """
     deadline = time.monotonic() + timeout
-    async with GroupOffsets(bootstrap, settings.app_id) as offsets:
+    async with GroupOffsets(bootstrap, settings.worker_app_id) as offsets:
         while True:
             committed = {
                 t: sum((await offsets.of(t, range(settings.partitions))).values()) for t in settings.input_topics

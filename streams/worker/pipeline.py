@@ -44,7 +44,7 @@ from streams.faust_ext.inbox import Inbox, InboxApp, committed_offset, withhold
 from streams.faust_ext.producer import BatchSender
 from streams.faust_ext.recovery import EndOffsetProbe, FetchRecovery
 from streams.faust_ext.tables import RecoveredRecord, WorkerTable, worker_table
-from streams.settings import Settings
+from streams.settings import Settings, check_shadow
 from streams.worker.partitioning import KeyPartitions
 
 log = logging.getLogger("clientpulse.worker")
@@ -93,7 +93,10 @@ class Pipeline:
     """Holds the Faust app, its topics and tables, and runs the batches through the processor."""
 
     def __init__(self, settings: Settings, rules: Ruleset) -> None:
+        check_shadow(settings)
         self.settings = settings
+        self.shadow = settings.shadow
+        """A shadow publishes its alerts to its own topic and nothing else: no dead letters, no snapshots."""
         self.rules = rules
         self.app = self._create_app()
         self.inbox = Inbox((*settings.input_topics, settings.ticks_topic), self.app.flow_control)
@@ -133,7 +136,8 @@ class Pipeline:
         )
         self.app.timer(settings.tick_seconds, name="clientpulse.tick")(self._tick)
         self.app.timer(15.0, name="clientpulse.lag")(self._report_lag)
-        self.app.timer(settings.snapshot_seconds, name="clientpulse.snapshots")(self._publish_snapshots)
+        if not self.shadow:
+            self.app.timer(settings.snapshot_seconds, name="clientpulse.snapshots")(self._publish_snapshots)
         self.app.on_rebalance_complete.connect(self._on_rebalance_complete)
         self.app.on_partitions_revoked.connect(self._on_partitions_revoked)
         self._add_views()
@@ -145,7 +149,7 @@ class Pipeline:
         security = kafka_client.kafka_security(s).aiokafka_kwargs()
         probe = EndOffsetProbe(s.kafka_bootstrap, security) if s.end_offset_probe else None
         return InboxApp(
-            s.app_id,
+            s.worker_app_id,
             fetch_max_wait_ms=s.fetch_max_wait_ms,
             end_offset_probe=probe,
             broker=brokers,
@@ -169,7 +173,9 @@ class Pipeline:
             broker_commit_interval=1.0,
             broker_commit_every=10_000,
             stream_wait_empty=True,
-            consumer_auto_offset_reset="earliest",
+            # Where a new group starts: live, at the start of every input; a shadow where it was told to
+            # (CLIENTPULSE_SHADOW_START). A group with committed offsets goes on from them either way.
+            consumer_auto_offset_reset=s.shadow_start if self.shadow else "earliest",
             producer_linger_ms=1,
             producer_max_batch_size=256 * 1024,
             stream_buffer_maxsize=max(4096, s.batch_size * 4),
@@ -322,19 +328,24 @@ class Pipeline:
         1. alerts, dead letters and snapshot tombstones, acknowledged by the broker;
         2. the changelog: each touched client's state, each erasure, each moved clock;
         3. (the caller acks the messages; Faust flushes the producer before committing their offsets).
+
+        A shadow publishes only its alerts, to its own topic: the live workers write the dead letters
+        and tombstones of the same input (the shadow counts its rejections in its metrics).
         """
         s = self.settings
         alerts = [(a.client_id.encode(), alert_json(a)) for a in result.alerts]
-        letters = [(key, letter.model_dump_json().encode()) for key, letter in result.dead_letters]
-        erased = [(client_id.encode(), None) for client_id in result.erased]
-        futures = await self.sender.send_keyed(s.alerts_topic, alerts)
-        futures += await self.sender.send_keyed(s.deadletter_topic, letters)
-        futures += await self.sender.send_keyed(s.snapshots_topic, erased)
+        futures = await self.sender.send_keyed(s.worker_alerts_topic, alerts)
+        if not self.shadow:
+            letters = [(key, letter.model_dump_json().encode()) for key, letter in result.dead_letters]
+            erased = [(client_id.encode(), None) for client_id in result.erased]
+            futures += await self.sender.send_keyed(s.deadletter_topic, letters)
+            futures += await self.sender.send_keyed(s.snapshots_topic, erased)
         if futures:
             await asyncio.gather(*futures)
 
         states = self.states
         cache = self.cache
+        snapshots = not self.shadow
         changelog: dict[int, list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         for client_id, partition in result.erased.items():
             key = client_id.encode()
@@ -348,7 +359,8 @@ class Pipeline:
             states.put_raw(key, value, entry.partition)
             cache.keep(entry.state)
             changelog[entry.partition].append((key, value))
-            self._snapshot_due.add(client_id)
+            if snapshots:
+                self._snapshot_due.add(client_id)
         cache.trim()
         await self.sender.send_batches(states.changelog_name(), changelog)
         if result.clocks_moved:
@@ -410,6 +422,9 @@ class Pipeline:
         totals = self.processor.tier_totals()
         return {
             "ready": self.ready,
+            "mode": "shadow" if self.shadow else "live",
+            "app_id": self.settings.worker_app_id,
+            "alerts_topic": self.settings.worker_alerts_topic,
             "processed": self.processed,
             "suppressed": dict(self.suppressed),
             "busy_from": self.busy_from,

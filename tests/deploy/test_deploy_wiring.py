@@ -20,14 +20,16 @@ import pytest
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
+from handlers.ruleset import load_rules
 from streams import metrics
-from streams.settings import ENV_NAMES, Settings
+from streams.settings import ENV_NAMES, Settings, shadow_conflicts
 from streams.topics import topic_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = ROOT / "docker-compose.yml"
 K8S = DEPLOY / "k8s"
+K8S_SHADOW = K8S / "shadow"
 DOCS = ROOT / "docs" / "operations.md"
 
 ENV_VARS = set(ENV_NAMES.values())
@@ -73,11 +75,19 @@ def is_clientpulse(service: dict[str, Any]) -> bool:
     return dockerfile == "deploy/Dockerfile" or str(service.get("image", "")).startswith("clientpulse")
 
 
-def clientpulse_services(role: str | None = None) -> dict[str, dict[str, Any]]:
+def is_shadow(service: dict[str, Any]) -> bool:
+    """A shadow worker (candidate rules on the live input): not part of the live deployment's configuration."""
+    return settings_from_env(env_of(service)).shadow or "--shadow" in command_of(service)
+
+
+def clientpulse_services(role: str | None = None, shadow: bool | None = False) -> dict[str, dict[str, Any]]:
+    """The clientpulse services (of one role); live ones only unless `shadow` is True (shadows) or None (all)."""
     return {
         name: svc
         for name, svc in services().items()
-        if is_clientpulse(svc) and (role is None or command_of(svc)[:1] == [role])
+        if is_clientpulse(svc)
+        and (role is None or command_of(svc)[:1] == [role])
+        and (shadow is None or is_shadow(svc) == shadow)
     }
 
 
@@ -327,13 +337,41 @@ def test_compose_notifier_and_deliver_listen_where_their_healthchecks_look() -> 
         assert str(port) in {str(p).split(":")[-1] for p in svc.get("ports") or []}
         assert f":{port}/healthz" in " ".join(svc["healthcheck"]["test"]) and "/healthz" in routes(role)
     ports = [
-        listen_port(r, env_of(s)) for r in ("worker", "notifier", "deliver") for s in clientpulse_services(r).values()
+        listen_port(r, env_of(s))
+        for r in ("worker", "notifier", "deliver")
+        for s in clientpulse_services(r, shadow=None).values()
     ]
     assert len(ports) == len(set(ports)), f"web ports collide: {ports}"
     (deliver,) = clientpulse_services("deliver").values()
     assert deliver.get("profiles") == ["deliver"], "optional until the bank's webhook is configured"
     settings = settings_from_env(env_of(deliver))
     assert settings.deliver_url and settings.deliver_secret and settings.workbench_url
+
+
+def test_compose_shadow_is_an_optional_worker_of_its_own_beside_the_live_ones() -> None:
+    (name, svc), *others = clientpulse_services("worker", shadow=True).items()
+    assert not others, "one shadow in the compose stack"
+    assert svc.get("profiles") == ["shadow"], "started on purpose"
+    env = env_of(svc)
+    settings = settings_from_env(env)
+    live = settings_from_env(env_of(next(iter(clientpulse_services("worker").values()))))
+    assert settings.shadow and not shadow_conflicts(settings)
+    assert settings.app_id == live.app_id, "it knows the live id, so it can refuse to join the live group"
+    assert settings.worker_app_id not in live.live_consumer_groups
+    assert settings.worker_alerts_topic == live.shadow_alerts_topic != live.alerts_topic
+    assert (settings.kafka_bootstrap, settings.partitions, settings.topic_prefix) == (
+        live.kafka_bootstrap,
+        live.partitions,
+        live.topic_prefix,
+    )
+    candidate = host_path(svc, str(settings.rules_path))
+    assert candidate == (ROOT / "rules" / "candidate.yaml").resolve() and candidate.is_file()
+    load_rules(candidate)
+    assert svc["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+    port = listen_port("worker", env)
+    assert str(port) in {str(p).split(":")[-1] for p in svc.get("ports") or []}
+    assert f":{port}/healthz" in " ".join(svc["healthcheck"]["test"])
+    assert name not in [n for n, s in services().items() if not s.get("profiles")]
 
 
 def test_compose_simulator_is_an_optional_profile() -> None:
@@ -375,10 +413,12 @@ def test_prometheus_scrapes_every_worker_and_the_sink_where_they_listen() -> Non
                 assert path in routes(role)
                 scraped[host] = job["job_name"]
     roles = ("worker", "notifier", "deliver", "sink")
-    expected = set().union(*(clientpulse_services(role) for role in roles))
+    expected = set().union(*(clientpulse_services(role, shadow=None) for role in roles))
     assert set(scraped) == expected, "every worker, notifier, deliver and the sink are scraped, nothing else"
     for role in roles:
         assert {scraped[n] for n in clientpulse_services(role)} == {f"clientpulse-{role}"}
+    shadows = clientpulse_services("worker", shadow=True)
+    assert shadows and {scraped[n] for n in shadows} == {"clientpulse-shadow"}, "a shadow is a job of its own"
 
 
 def alert_rules() -> list[dict[str, Any]]:
@@ -527,8 +567,9 @@ def test_dockerfile_is_multi_stage_slim_and_non_root() -> None:
 # --------------------------------------------------------------- kubernetes
 @cache
 def manifests() -> tuple[dict[str, Any], ...]:
+    """Every object of deploy/k8s and of the optional shadow run's deploy/k8s/shadow (applied beside it)."""
     docs: list[dict[str, Any]] = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(K8S.glob("*.yaml")) + sorted(K8S_SHADOW.glob("*.yaml")):
         if path.name == "kustomization.yaml":
             continue
         for doc in load_all(path):
@@ -590,6 +631,19 @@ def test_kustomization_lists_existing_manifests_and_never_the_secret() -> None:
         "clientpulse-rules",
         "clientpulse-deliver-routes",
     } <= listed
+    assert not {name for name in listed if "shadow" in name}, "a shadow run is applied on purpose, never by default"
+
+
+def test_shadow_kustomization_is_apart_from_the_base_and_complete() -> None:
+    base = load_yaml(K8S / "kustomization.yaml")
+    shadow = load_yaml(K8S_SHADOW / "kustomization.yaml")
+    assert shadow["namespace"] == base["namespace"] and shadow["images"] == base["images"]
+    assert "shadow" not in base["resources"] and "shadow/" not in " ".join(base["resources"])
+    files = {path.name for path in K8S_SHADOW.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(shadow["resources"]) == files, "the shadow kustomization applies every shadow file"
+    objects_listed = [d for r in shadow["resources"] for d in load_all(K8S_SHADOW / r)]
+    assert {d["kind"] for d in objects_listed} == {"ConfigMap", "Deployment", "Service"}, "no Secret, nothing shared"
+    assert all("shadow" in d["metadata"]["name"] for d in objects_listed), "it replaces nothing of the base"
 
 
 def test_k8s_env_names_are_settings_and_references_resolve() -> None:
@@ -664,6 +718,7 @@ def test_k8s_workloads_have_probes_on_served_paths_resources_and_run_as_non_root
     pods = pod_templates()
     roles = {
         "clientpulse-worker": "worker",
+        "clientpulse-shadow": "worker",
         "clientpulse-notifier": "notifier",
         "clientpulse-deliver": "deliver",
         "clientpulse-sink": "sink",
@@ -692,13 +747,14 @@ def test_k8s_workloads_have_probes_on_served_paths_resources_and_run_as_non_root
 
 
 def test_k8s_worker_replicas_do_not_exceed_partitions() -> None:
-    for name in ("clientpulse-worker", "clientpulse-notifier"):
+    for name in ("clientpulse-worker", "clientpulse-shadow", "clientpulse-notifier"):
         deployment = objects("Deployment")[name]
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
         partitions = settings_from_env(container_env(container)).partitions
         assert 1 <= deployment["spec"]["replicas"] <= partitions, name
     services_by_name = objects("Service")
-    for name in ("clientpulse-worker", "clientpulse-notifier", "clientpulse-deliver", "clientpulse-sink"):
+    names = ("clientpulse-worker", "clientpulse-shadow", "clientpulse-notifier", "clientpulse-deliver")
+    for name in (*names, "clientpulse-sink"):
         selector = services_by_name[name]["spec"]["selector"]
         labels = objects("Deployment")[name]["spec"]["template"]["metadata"]["labels"]
         assert selector.items() <= labels.items(), f"Service {name} selects no pod"
@@ -725,6 +781,51 @@ def test_k8s_deliver_routes_file_is_valid_and_its_secret_files_are_mounted() -> 
 def test_k8s_rules_configmap_is_the_rules_file() -> None:
     data = objects("ConfigMap")["clientpulse-rules"]["data"]
     assert data == {"default.yaml": (ROOT / "rules" / "default.yaml").read_text("utf-8")}
+    candidate = objects("ConfigMap")["clientpulse-shadow-rules"]["data"]
+    assert candidate == {"candidate.yaml": (ROOT / "rules" / "candidate.yaml").read_text("utf-8")}
+
+
+def _pod_labels(name: str) -> dict[str, str]:
+    return dict(objects("Deployment")[name]["spec"]["template"]["metadata"]["labels"])
+
+
+def test_k8s_shadow_is_a_worker_of_its_own_with_the_candidate_rules(tmp_path: Path) -> None:
+    pod = pod_templates()["clientpulse-shadow"]
+    (container,) = pod["containers"]
+    env = container_env(container)
+    settings = settings_from_env(env)
+    (live_container,) = pod_templates()["clientpulse-worker"]["containers"]
+    live = settings_from_env(container_env(live_container))
+    assert settings.shadow and container["args"] == ["worker"]
+    # It never sets the app id itself: it reads the live one from clientpulse-config, joins <that>-shadow.
+    assert "CLIENTPULSE_APP_ID" not in {item["name"] for item in container.get("env") or []}
+    assert settings.app_id == live.app_id and not shadow_conflicts(settings)
+    assert settings.worker_app_id not in live.live_consumer_groups and settings.worker_app_id != live.worker_app_id
+    assert (
+        settings.worker_alerts_topic == live.shadow_alerts_topic
+        and settings.worker_alerts_topic not in live.live_topics
+    )
+    assert (settings.kafka_bootstrap, settings.partitions, settings.topic_prefix) == (
+        live.kafka_bootstrap,
+        live.partitions,
+        live.topic_prefix,
+    )
+    # It mounts the candidate rules, not the live ones, and they are a valid rules file.
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    rules_path = PurePosixPath(str(settings.rules_path))
+    (mount,) = [m for m in container["volumeMounts"] if PurePosixPath(m["mountPath"]) in rules_path.parents]
+    assert volumes[mount["name"]]["configMap"]["name"] == "clientpulse-shadow-rules" and mount.get("readOnly")
+    assert "clientpulse-rules" not in {v.get("configMap", {}).get("name") for v in volumes.values()}
+    text = objects("ConfigMap")["clientpulse-shadow-rules"]["data"][str(rules_path.relative_to(mount["mountPath"]))]
+    (tmp_path / "candidate.yaml").write_text(text, "utf-8")
+    load_rules(tmp_path / "candidate.yaml")
+    # The live workers' Service and disruption budget never select a shadow pod.
+    shadow_labels = _pod_labels("clientpulse-shadow")
+    for kind in ("Service", "PodDisruptionBudget"):
+        live_obj = objects(kind)["clientpulse-worker"]
+        selector = live_obj["spec"]["selector"].get("matchLabels", live_obj["spec"]["selector"])
+        assert not selector.items() <= shadow_labels.items(), f"the live {kind} selects the shadow"
+    assert objects("Service")["clientpulse-shadow"]["spec"]["selector"].items() <= shadow_labels.items()
 
 
 # --------------------------------------------------------------------- docs
