@@ -150,14 +150,17 @@ class BatchProcessor:
         wall_now: int,
         received_at: datetime,
         ticks: Mapping[int, int] | None = None,
+        into: BatchResult | None = None,
     ) -> BatchResult:
         """Apply `records` in order, then sweep each partition in `ticks` (partition -> tick time, 0 for none).
 
         `wall_now` is the clock of the wall mode; `received_at` stamps dead
-        letters and the alerts' detected_at.
+        letters and the alerts' detected_at. `into` is the (empty) result to
+        fill: a caller that feeds `records` from a generator can see, between
+        two records, which alerts the previous one raised.
         """
         rules = self.rules
-        result = BatchResult()
+        result = into if into is not None else BatchResult()
         counts = result.counts
         touched = result.touched
         event_clock = self.clock == "event"

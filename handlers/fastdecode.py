@@ -18,6 +18,7 @@ from typing import Annotated, Any
 
 import msgspec
 
+from handlers.timeutil import to_us
 from handlers.trusted import construct as _construct
 from schemas.events import ClientEvent, Counterparty, InteractionEvent, Product, TransactionEvent, month_day
 from schemas.limits import MAX_AMOUNT_DIGITS, MAX_DECIMAL_PLACES, MAX_TEXT_LENGTH, MAX_YEAR, MIN_YEAR
@@ -231,6 +232,60 @@ def _client(m: _Client) -> ClientEvent:
 
 
 _BUILD = {"transactions": _transaction, "interactions": _interaction, "clients": _client}
+
+
+def _check_transaction(m: _Tx) -> str | None:
+    _money(m.amount, True)
+    if m.balance_after is not None:
+        _money(m.balance_after, False)
+    return m.currency
+
+
+def _check_interaction(m: _Interaction) -> str | None:
+    return None
+
+
+def _check_client(m: _Client) -> str | None:
+    if m.product is not None:
+        p = m.product
+        if len(p.maturity_date) != 10:
+            raise _Unsure
+        try:
+            date.fromisoformat(p.maturity_date)
+        except ValueError:
+            raise _Unsure from None
+        if p.amount is not None:
+            _money(p.amount, True)
+    elif m.kind == "product_maturing":
+        raise _Unsure
+    if isinstance(m.birth_date, str):
+        try:
+            month_day(m.birth_date)
+        except ValueError:
+            raise _Unsure from None
+    return None
+
+
+_CHECK = {"transactions": _check_transaction, "interactions": _check_interaction, "clients": _check_client}
+
+
+def fast_check(kind: str, raw: bytes) -> tuple[str, int, str | None] | None:
+    """(client_id, occurred_at in µs, transaction currency) if `fast_decode` would return an event, else None.
+
+    The same checks without building the event (about half the cost): a
+    sharded replay asks this of other shards' records that may move its clock.
+    A test holds it to `fast_decode`'s answer.
+    """
+    if kind not in _DECODERS:
+        return None
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    try:
+        mirror = _DECODERS[kind].decode(raw)
+        currency = _CHECK[kind](mirror)
+        return mirror.client_id, to_us(_time(mirror.occurred_at)), currency
+    except (msgspec.DecodeError, msgspec.ValidationError, _Unsure, RecursionError):
+        return None
 
 
 def fast_decode(kind: str, raw: bytes) -> TransactionEvent | InteractionEvent | ClientEvent | None:

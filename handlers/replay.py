@@ -2,29 +2,70 @@
 
 The clock of a replay is the watermark: the largest occurred_at seen so far,
 and at the end the `until` time if given.
+
+A replay can also run as one shard of N (docs/events.md, "Replay file"): rules
+are per client, so a shard applies only the records whose key hashes to it
+(`shard_of`), yet it reads every line, so that its clock, its batches and its
+sweeps are those of the whole file. Every alert carries an `OrderKey`, its
+place in the sequence one process raises; merging the shards' alerts by that
+key gives that sequence exactly.
 """
 
 from __future__ import annotations
 
+import heapq
+import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 
-from handlers.batch import BatchProcessor, Record
-from handlers.decode import kind_of_topic
+from handlers.batch import BatchProcessor, BatchResult, Record
+from handlers.decode import decoded_time, kind_of_topic
+from handlers.due_index import DueIndex
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
+from schemas.topics import EventKind
 
 MAX_REPORTED_PROBLEMS = 100
 REPLAY_PARTITION = 0
 """A replay keeps one clock for all its records, as if they came from one partition."""
 DEFAULT_BATCH = 1000
 _SWEEP = {REPLAY_PARTITION: 0}
+
+OrderKey = tuple[int, int, int, str]
+"""Where one process raises an alert: (line, 0, 0, "") for an alert of the record on that line (its client's
+clock alerts first, then the event's); (line, 1, due, client) for the sweep after the batch that ended on that
+line, where the sweep takes clients by their due time, then client id. Alerts with one key keep their order."""
+
+
+def shard_of(key: bytes | None, count: int) -> int:
+    """The shard of a record: CRC-32 of its key bytes modulo the shard count; keyless records go to shard 0.
+
+    CRC-32 (zlib's) is the same on every machine and Python version, unlike
+    `hash()`, so shards run as separate jobs agree on who owns which client.
+    """
+    return 0 if key is None or count <= 1 else zlib.crc32(key) % count
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """Shard `index` (from 0) of `count`."""
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index} of {self.count}: the index must be from 0 to {self.count - 1}")
+
+
+WHOLE = Shard(0, 1)
 
 
 @dataclass
@@ -37,16 +78,68 @@ class ReplaySummary:
     duplicates: int = 0
     erased: int = 0
     bad_lines: int = 0
-    problems: list[str] = field(default_factory=list)
-    """The first problems found, each with its line number."""
+    located: list[tuple[int, str]] = field(default_factory=list)
+    """Problems found, with their line numbers: at least the `MAX_REPORTED_PROBLEMS` of the lowest lines."""
 
     def problem(self, line_no: int, text: str) -> None:
-        if len(self.problems) < MAX_REPORTED_PROBLEMS:
-            self.problems.append(f"line {line_no}: {text}")
+        located = self.located
+        located.append((line_no, text))
+        if len(located) >= 4 * MAX_REPORTED_PROBLEMS:
+            located.sort()
+            del located[MAX_REPORTED_PROBLEMS:]
+
+    @property
+    def problems(self) -> list[str]:
+        """The first problems of the file, by line number."""
+        return [f"line {n}: {text}" for n, text in sorted(self.located)[:MAX_REPORTED_PROBLEMS]]
 
     @property
     def alerts(self) -> int:
         return sum(self.alerts_by_type.values())
+
+    def merge(self, other: ReplaySummary) -> None:
+        """Add another shard's counts (shards count disjoint records and lines)."""
+        self.events_by_topic.update(other.events_by_topic)
+        self.alerts_by_type.update(other.alerts_by_type)
+        self.dead_letters.update(other.dead_letters)
+        self.suppressed.update(other.suppressed)
+        self.duplicates += other.duplicates
+        self.erased += other.erased
+        self.bad_lines += other.bad_lines
+        for line_no, text in other.located:
+            self.problem(line_no, text)
+
+    def to_json(self) -> dict[str, Any]:
+        """The summary as `--summary` writes it (pairs as "type/severity", "type/reason")."""
+        return {
+            "events_by_topic": dict(self.events_by_topic),
+            "alerts_by_type": {f"{t}/{s}": n for (t, s), n in self.alerts_by_type.items()},
+            "alerts": self.alerts,
+            "suppressed": {f"{t}/{r}": n for (t, r), n in self.suppressed.items()},
+            "duplicates": self.duplicates,
+            "erased": self.erased,
+            "dead_letters": dict(self.dead_letters),
+            "bad_lines": self.bad_lines,
+            "problems": [[n, text] for n, text in sorted(self.located)[:MAX_REPORTED_PROBLEMS]],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReplaySummary:
+        """Read back what `to_json` wrote (a shard's summary, to merge)."""
+
+        def pairs(counts: Mapping[str, int]) -> Counter[tuple[str, str]]:
+            return Counter({tuple(k.split("/", 1)): int(n) for k, n in counts.items()})  # type: ignore[misc]
+
+        return cls(
+            events_by_topic=Counter({str(k): int(n) for k, n in data["events_by_topic"].items()}),
+            alerts_by_type=pairs(data["alerts_by_type"]),
+            dead_letters=Counter({str(k): int(n) for k, n in data["dead_letters"].items()}),
+            suppressed=pairs(data["suppressed"]),
+            duplicates=int(data["duplicates"]),
+            erased=int(data["erased"]),
+            bad_lines=int(data["bad_lines"]),
+            located=[(int(n), str(text)) for n, text in data["problems"]],
+        )
 
     def render(self) -> str:
         out = ["events by topic:"]
@@ -61,9 +154,10 @@ class ReplaySummary:
         out.append(f"dead letters:           {sum(self.dead_letters.values())}")
         out += [f"  {r:<24} {n:>10}" for r, n in sorted(self.dead_letters.items())]
         out.append(f"unreadable lines:       {self.bad_lines}")
-        if self.problems:
+        problems = self.problems
+        if problems:
             out.append("first problems:")
-            out += [f"  {p}" for p in self.problems]
+            out += [f"  {p}" for p in problems]
         return "\n".join(out)
 
 
@@ -75,6 +169,39 @@ class UntilBeforeEvents(Exception):
         self.watermark = watermark
 
 
+class _SweepIndex(DueIndex):
+    """The due index, remembering at what due time each client of the last sweep came up (for its OrderKey)."""
+
+    __slots__ = ("popped",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.popped: dict[str, int] = {}
+
+    def pop_due(self, now: int) -> list[str]:
+        popped = self.popped
+        popped.clear()
+        due_of = self._due
+        out: list[str] = []
+        while (top := self._settled_top()) is not None and top[0] <= now:
+            heapq.heappop(self._heap)
+            due, client_id = top
+            del due_of[client_id]
+            popped[client_id] = due
+            out.append(client_id)
+        return out
+
+
+@dataclass(slots=True)
+class _Foreign:
+    """A record of another shard: it only moves the clock, if it would decode."""
+
+    kind: EventKind
+    key: bytes | None
+    value: object
+    """The parsed JSON value (None for a tombstone)."""
+
+
 class Replay:
     """Feeds a replay's records through the batch processor the workers use, all on one partition.
 
@@ -82,15 +209,31 @@ class Replay:
     with a sweep of the clock rules due by the clock (the watermark); a client's
     own due rules fire before each of its events anyway, so the spacing changes
     only the order in which alerts come out, never which alerts.
+
+    With a `shard`, only the records of that shard are applied; the others
+    still count towards the batches and move the clock as they would in one
+    process. Lines that are no record (unreadable, unknown topic) are counted
+    by shard 0.
     """
 
-    def __init__(self, rules: Ruleset, sweep_every: int = DEFAULT_BATCH, detected_at: datetime | None = None) -> None:
+    def __init__(
+        self,
+        rules: Ruleset,
+        sweep_every: int = DEFAULT_BATCH,
+        detected_at: datetime | None = None,
+        shard: Shard = WHOLE,
+    ) -> None:
         self.rules = rules
         self.sweep_every = max(1, sweep_every)
         self.detected_at = detected_at or datetime.now(UTC)
+        self.shard = shard
         self.states: dict[str, ClientState] = {}
         self.processor = BatchProcessor(rules, clock="event")
+        self.index = _SweepIndex()
+        self.processor.indexes[REPLAY_PARTITION] = self.index
         self.summary = ReplaySummary()
+        self._settled_text: object = None
+        """The occurred_at text of the last other shard's event read: events with that text cannot move the clock."""
         self.events_clock = 0
         """The clock the events alone took the replay to (set by run_lines before the final sweep)."""
 
@@ -99,12 +242,12 @@ class Replay:
         """The replay's clock: the largest occurred_at so far (or the `until` it was finished at)."""
         return self.processor.clocks.get(REPLAY_PARTITION, 0)
 
-    def _run(self, records: list[Record], until: int | None = None) -> list[Alert]:
+    def _run(self, records: Iterable[Record], until: int | None = None, into: BatchResult | None = None) -> list[Alert]:
         if until is not None:
             result = self.processor.finish(until, self.states.get, self.detected_at)
         else:
             result = self.processor.process(
-                records, self.states.get, wall_now=0, received_at=self.detected_at, ticks=_SWEEP
+                records, self.states.get, wall_now=0, received_at=self.detected_at, ticks=_SWEEP, into=into
             )
         summary, counts = self.summary, result.counts
         summary.events_by_topic.update(counts.consumed)
@@ -123,7 +266,7 @@ class Replay:
         return result.alerts
 
     def feed_raw(self, topic: str, key: bytes | None, raw: bytes | None, line_no: int = 0) -> list[Alert]:
-        """One record as its own batch (then the clock is swept)."""
+        """One record as its own batch (then the clock is swept); for a whole replay, not a shard."""
         if kind_of_topic(topic) is None:
             self.summary.bad_lines += 1
             self.summary.problem(line_no, f"unknown topic {topic!r}")
@@ -136,34 +279,113 @@ class Replay:
 
     def run_lines(self, lines: Iterable[bytes | str], until: datetime | None = None) -> Iterator[Alert]:
         """Replay JSON lines of {"topic", "key", "value"}; bad lines are counted, never fatal."""
-        batch: list[Record] = []
+        for _order, alert in self.run_ordered(lines, until):
+            yield alert
+
+    def run_ordered(
+        self, lines: Iterable[bytes | str], until: datetime | None = None
+    ) -> Iterator[tuple[OrderKey, Alert]]:
+        """`run_lines` with each alert's place in the sequence one process over the whole file raises."""
+        shard, count = self.shard.index, self.shard.count
+        counts_lines = shard == 0
+        summary = self.summary
+        batch: list[Record | _Foreign] = []
+        line_no = 0
         for line_no, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            parsed = parse_line(line)
+            parsed = parse_envelope(line)
             if isinstance(parsed, str):
-                self.summary.bad_lines += 1
-                self.summary.problem(line_no, parsed)
+                if counts_lines:
+                    summary.bad_lines += 1
+                    summary.problem(line_no, parsed)
                 continue
-            topic, key, raw = parsed
-            if kind_of_topic(topic) is None:
-                self.summary.bad_lines += 1
-                self.summary.problem(line_no, f"unknown topic {topic!r}")
+            topic, key, value = parsed
+            kind = kind_of_topic(topic)
+            if kind is None:
+                if counts_lines:
+                    summary.bad_lines += 1
+                    summary.problem(line_no, f"unknown topic {topic!r}")
                 continue
-            batch.append(Record(topic, REPLAY_PARTITION, line_no, key, raw))
+            if count == 1 or shard_of(key, count) == shard:
+                batch.append(Record(topic, REPLAY_PARTITION, line_no, key, value_bytes(value)))
+            else:
+                batch.append(_Foreign(kind, key, value))
             if len(batch) >= self.sweep_every:
-                yield from self._run(batch)
+                yield from self._run_batch(batch, line_no)
                 batch = []
         if batch:
-            yield from self._run(batch)
+            yield from self._run_batch(batch, line_no)
         self.events_clock = self.watermark
         if until is not None and to_us(until) < self.events_clock:
             raise UntilBeforeEvents(self.events_clock)
-        yield from self.finish(until)
+        end = line_no + 1
+        index = self.index
+        for alert in self.finish(until):
+            yield (end, 1, index.popped[alert.client_id], alert.client_id), alert
+
+    def _run_batch(self, batch: list[Record | _Foreign], last_line: int) -> Iterator[tuple[OrderKey, Alert]]:
+        """One batch: its records' alerts by line, then the sweep's by due time and client."""
+        result = BatchResult()
+        ends: list[tuple[int, int]] = []
+        """(line, alerts raised so far) after each record applied."""
+
+        def records() -> Iterator[Record]:
+            clocks = self.processor.clocks
+            alerts = result.alerts
+            for item in batch:
+                if type(item) is Record:
+                    yield item
+                    ends.append((item.offset, len(alerts)))
+                else:
+                    assert isinstance(item, _Foreign)
+                    at = self._foreign_time(item, clocks.get(REPLAY_PARTITION, 0))
+                    if at is not None:
+                        clocks[REPLAY_PARTITION] = at
+
+        alerts = self._run(records(), into=result)
+        start = 0
+        for line, end in ends:
+            for i in range(start, end):
+                yield (line, 0, 0, ""), alerts[i]
+            start = end
+        popped = self.index.popped
+        for i in range(start, len(alerts)):
+            alert = alerts[i]
+            yield (last_line, 1, popped[alert.client_id], alert.client_id), alert
+
+    def _foreign_time(self, item: _Foreign, clock: int) -> int | None:
+        """The time another shard's record moves the clock to, or None if it does not move it.
+
+        A record moves the clock when it decodes and is later than the clock.
+        Most are told apart by their `occurred_at` text alone; only one that
+        is later than the clock (or whose time is unusual) is decoded, as the
+        shard that owns it decodes it.
+        """
+        value = item.value
+        if value is None:
+            return None  # a tombstone or an empty message: never an event
+        text = value.get("occurred_at") if isinstance(value, dict) else None
+        if text is not None and text == self._settled_text:
+            return None  # the time of an event already seen: the clock is there or later
+        at = decoded_time(item.kind, item.key, value_bytes(value), self.rules)
+        if at is None:
+            return None
+        self._settled_text = text
+        return at if at > clock else None
 
 
-def parse_line(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | str:
-    """(topic, key, value bytes) of one dump line, or what is wrong with it."""
+def value_bytes(value: object) -> bytes | None:
+    """A line's parsed "value" as the message bytes: a string as it is, JSON as orjson writes it."""
+    if isinstance(value, str):
+        return value.encode()
+    if value is None:
+        return None
+    return orjson.dumps(value)
+
+
+def parse_envelope(line: bytes | str) -> tuple[str, bytes | None, object] | str:
+    """(topic, key bytes, parsed value) of one dump line, or what is wrong with it (as `parse_line`)."""
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -176,11 +398,13 @@ def parse_line(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | st
     key = record.get("key")
     if key is not None and not isinstance(key, str):
         return '"key" must be a string or null'
-    value = record.get("value")
-    if isinstance(value, str):
-        raw: bytes | None = value.encode()
-    elif value is None:
-        raw = None
-    else:
-        raw = orjson.dumps(value)
-    return topic, (key.encode() if key is not None else None), raw
+    return topic, (key.encode() if key is not None else None), record.get("value")
+
+
+def parse_line(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | str:
+    """(topic, key, value bytes) of one dump line, or what is wrong with it."""
+    parsed = parse_envelope(line)
+    if isinstance(parsed, str):
+        return parsed
+    topic, key, value = parsed
+    return topic, key, value_bytes(value)

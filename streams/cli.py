@@ -128,7 +128,64 @@ def cmd_rules(args: argparse.Namespace) -> int:
 def cmd_backtest(args: argparse.Namespace) -> int:
     from streams.tools.backtest import run_backtest
 
-    return run_backtest(args.events, args.rules, args.out, args.until, args.summary, args.notifications)
+    if args.shard is not None:
+        given = [f"--{name}" for name in ("out", "summary", "notifications") if getattr(args, name) is not None]
+        problem = None
+        if args.out_dir is None:
+            problem = "needs --out-dir DIR"
+        elif given:
+            problem = f"takes no {', '.join(given)}"
+        elif args.workers != 1:
+            problem = "is one process: it takes no --workers"
+        if problem is not None:
+            print(
+                f"clientpulse backtest: --shard K/N {problem}: a shard writes its alerts, their order and its "
+                "summary into --out-dir, and `clientpulse backtest-merge` joins the shards",
+                file=sys.stderr,
+            )
+            return 2
+    elif args.out_dir is not None:
+        print("clientpulse backtest: --out-dir is for --shard K/N; use --out for a whole run", file=sys.stderr)
+        return 2
+    return run_backtest(
+        args.events,
+        args.rules,
+        args.out,
+        args.until,
+        args.summary,
+        args.notifications,
+        workers=args.workers,
+        detected_at=args.detected_at,
+        shard=args.shard,
+        out_dir=args.out_dir,
+    )
+
+
+def cmd_backtest_merge(args: argparse.Namespace) -> int:
+    from streams.tools.backtest_merge import run_backtest_merge
+
+    return run_backtest_merge(args.shards, args.out, args.summary, args.notifications, args.rules)
+
+
+def _workers(text: str) -> int:
+    from streams.tools.sharding import MAX_WORKERS
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of processes: {text!r}") from None
+    if not 1 <= value <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"{value}: give 1 to {MAX_WORKERS} processes")
+    return value
+
+
+def _shard(text: str) -> object:
+    from streams.tools.sharding import ShardSpecError, parse_shard
+
+    try:
+        return parse_shard(text)
+    except ShardSpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -234,6 +291,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--notifications", type=Path, default=None, help="also write the pushes and digests the notifier would send"
     )
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        help="replay over this many processes, the history split by client (same alerts, same order)",
+    )
+    p.add_argument(
+        "--shard",
+        type=_shard,
+        default=None,
+        metavar="K/N",
+        help="run only shard K of N (K from 0, as JOB_COMPLETION_INDEX), into --out-dir; join with backtest-merge",
+    )
+    p.add_argument("--out-dir", type=Path, default=None, help="with --shard: folder for the shard's files")
+    p.add_argument(
+        "--detected-at",
+        type=_parse_time,
+        default=None,
+        help="the alerts' detected_at (default: now); give the same to every shard of one run",
+    )
     p.set_defaults(func=cmd_backtest)
 
     p = sub.add_parser(
@@ -249,6 +326,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--examples", type=int, default=5, help="examples per alert type in each list (default 5)")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the text and HTML reports")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "backtest-merge",
+        help="join the outputs of `backtest --shard K/N` runs into one backtest's alerts and summary",
+    )
+    p.add_argument("shards", type=Path, nargs="+", help="folders holding shard-K-of-N.* files (or summary files)")
+    p.add_argument("--out", type=Path, default=None, help="alerts as JSON lines (default: stdout)")
+    p.add_argument("--summary", type=Path, default=None, help="also write the merged summary as JSON here")
+    p.add_argument(
+        "--notifications", type=Path, default=None, help="also write the pushes and digests the notifier would send"
+    )
+    p.add_argument("--rules", type=Path, default=None, help="the rules file the shards ran (checked by its version)")
+    p.set_defaults(func=cmd_backtest_merge)
 
     p = sub.add_parser("simulate", help="feed a synthetic bank into the input topics")
     p.add_argument("--clients", type=int, default=300)

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from handlers.fastdecode import fast_decode
+from handlers.fastdecode import fast_check, fast_decode
+from handlers.timeutil import to_us
 from handlers.trusted import construct
 from schemas.events import ClientEvent, Counterparty, InteractionEvent, TransactionEvent
 
@@ -111,8 +112,12 @@ clients = _obj(
 def _check(kind: str, value: dict[str, Any]) -> bool:
     raw = json.dumps(value).encode()
     fast = fast_decode(kind, raw)
+    checked = fast_check(kind, raw)
     if fast is None:
+        assert checked is None, "fast_check accepts what fast_decode defers"
         return False
+    currency = fast.currency if isinstance(fast, TransactionEvent) else None
+    assert checked == (fast.client_id, to_us(fast.occurred_at), currency)
     contract = MODELS[kind].model_validate_json(raw)  # raises if the fast path accepted too much
     assert fast == contract
     assert fast.model_dump() == contract.model_dump()
