@@ -12,6 +12,7 @@ rules always receive the contract's own types.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
@@ -266,7 +267,11 @@ def _check_client(m: _Client) -> str | None:
     return None
 
 
-_CHECK = {"transactions": _check_transaction, "interactions": _check_interaction, "clients": _check_client}
+_CHECK: dict[str, Callable[[Any], str | None]] = {
+    "transactions": _check_transaction,
+    "interactions": _check_interaction,
+    "clients": _check_client,
+}
 
 
 def fast_check(kind: str, raw: bytes) -> tuple[str, int, str | None] | None:

@@ -317,13 +317,25 @@ def build_parser() -> argparse.ArgumentParser:
         "compare",
         help="replay a topic dump through two rules files and report what would change (docs/whatif.md)",
     )
-    p.add_argument("events", type=Path)
+    p.add_argument("events", type=Path, nargs="?", default=None, help="the history (not with --live-vs-shadow)")
     p.add_argument("--rules", type=Path, action="append", help="rules file A, then B (give --rules twice)")
     p.add_argument("--labels", type=Path, default=None, help="stored outcomes (clientpulse export-labels)")
     p.add_argument("--html", type=Path, default=None, help="also write the report as one self-contained HTML file")
     p.add_argument("--json", type=Path, default=None, help="also write the comparison as JSON here")
-    p.add_argument("--until", type=_parse_time, default=None, help="advance the clock to this time at the end")
+    p.add_argument(
+        "--until",
+        type=_parse_time,
+        default=None,
+        help="advance the clock to this time at the end (with --live-vs-shadow: end of the period)",
+    )
     p.add_argument("--examples", type=int, default=5, help="examples per alert type in each list (default 5)")
+    p.add_argument("--workers", type=int, default=1, help="replay each rules file over N processes (as backtest)")
+    p.add_argument(
+        "--live-vs-shadow",
+        action="store_true",
+        help="compare the live alerts topic with the shadow's over --since/--until instead of replaying a history",
+    )
+    p.add_argument("--since", type=_parse_time, default=None, help="with --live-vs-shadow: start of the period")
     p.add_argument("--lang", choices=["en", "zh"], default="en", help="language of the text and HTML reports")
     p.set_defaults(func=cmd_compare)
 

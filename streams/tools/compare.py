@@ -14,9 +14,9 @@ import base64
 import hashlib
 import sys
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -25,9 +25,9 @@ import jinja2
 import orjson
 from markupsafe import Markup
 
-from handlers.replay import Replay, ReplaySummary, UntilBeforeEvents
+from handlers.replay import ReplaySummary, UntilBeforeEvents
 from handlers.ruleset import RulesError, Ruleset, load_rules
-from handlers.timeutil import from_us, iso, to_us
+from handlers.timeutil import from_us, iso
 from handlers.whatif import DEFAULT_EXAMPLES, Comparison, GroupRow, Label, Load, compare, side
 from schemas.alerts import Alert
 from streams.api.charts import difference_chart, line_chart, paired_bar_chart
@@ -35,6 +35,7 @@ from streams.api.explain import when
 from streams.api.i18n import HTML_LANG, title_for
 from streams.gc_tuning import tune_gc
 from streams.tools.compare_words import name, word
+from streams.tools.sharding import replay_file
 
 RMS_SHOWN = 10
 """RMs listed in the text report (the largest changes); the HTML report shows twice as many, the JSON all."""
@@ -51,29 +52,22 @@ class Replayed:
     summary: ReplaySummary
 
 
-def replay_history(events: Path, rules: Ruleset, until: datetime | None) -> Replayed:
-    """The alerts `clientpulse backtest EVENTS --rules ... [--until ...]` writes, in its order (one process).
+def replay_history(
+    events: Path, rules: Ruleset, until: datetime | None, workers: int = 1, detected_at: datetime | None = None
+) -> Replayed:
+    """The alerts `clientpulse backtest EVENTS --rules ... [--until ...] [--workers N]` writes, in its order.
 
-    OSError when the file cannot be read; UntilBeforeEvents when `until` is
-    before the events' clock (refused as soon as the clock passes it).
+    The replay is backtest's own (streams/tools/sharding.py): over `workers`
+    processes it gives the same alerts in the same order as one. OSError when
+    the file cannot be read; UntilBeforeEvents when `until` is before the
+    events' clock.
     """
-    replay = Replay(rules)
-    until_us = None if until is None else to_us(until)
-    with open(events, "rb") as source:
-
-        def lines() -> Iterator[bytes]:
-            for line in source:
-                if until_us is not None and replay.watermark > until_us:
-                    raise UntilBeforeEvents(replay.watermark)
-                yield line
-
-        alerts = list(replay.run_lines(lines(), until))
-    clock = replay.watermark
+    outcome = replay_file(events, rules, workers=workers, until=until, detected_at=detected_at or datetime.now(UTC))
     return Replayed(
-        alerts,
-        from_us(clock) if clock else None,
-        from_us(replay.events_clock) if replay.events_clock else None,
-        replay.summary,
+        [Alert.model_validate_json(line) for line in outcome.alerts],
+        from_us(outcome.clock) if outcome.clock else None,
+        from_us(outcome.events_clock) if outcome.events_clock else None,
+        outcome.summary,
     )
 
 
@@ -493,6 +487,14 @@ def _replay_note(side_name: str, path: Path, replayed: Replayed) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    if args.live_vs_shadow:
+        return run_live_vs_shadow(args)
+    if args.events is None:
+        print("clientpulse compare: give the history (EVENTS.jsonl), or --live-vs-shadow", file=sys.stderr)
+        return 2
+    if args.workers < 1:
+        print("clientpulse compare: --workers must be 1 or more", file=sys.stderr)
+        return 2
     paths: list[Path] = args.rules or []
     if len(paths) != 2:
         print("clientpulse compare: give exactly two rules files: --rules A.yaml --rules B.yaml", file=sys.stderr)
@@ -513,10 +515,11 @@ def run_compare(args: argparse.Namespace) -> int:
             print(f"clientpulse compare: {exc}", file=sys.stderr)
             return 2
     tune_gc()
+    detected_at = datetime.now(UTC)
     replayed: list[Replayed] = []
     for path, ruleset in zip(paths, rules, strict=True):
         try:
-            replayed.append(replay_history(args.events, ruleset, args.until))
+            replayed.append(replay_history(args.events, ruleset, args.until, args.workers, detected_at))
         except OSError as exc:
             print(f"clientpulse: cannot read {args.events}: {exc.strerror}", file=sys.stderr)
             return 2
@@ -559,3 +562,86 @@ def run_compare(args: argparse.Namespace) -> int:
         args.html.write_text(render_html(comparison, about, args.lang), encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
     return 0
+
+
+def run_live_vs_shadow(args: argparse.Namespace) -> int:
+    """The live alerts topic against the shadow's over [--since, --until): what the candidate rules changed live.
+
+    Side A is the live workers' `rm.alerts.v1`, side B the shadow's
+    `rm.alerts.shadow.v1` (docs/operations.md, "Shadow run"); the alerts are
+    read as published, once each, and compared as a replay's would be. The
+    notifications of each side are the notifier's decisions over those alerts
+    with the side's rules file (`--rules` live, `--rules` candidate; by default
+    both the settings' rules file).
+    """
+    from streams.settings import ConfigError, load_settings
+    from streams.tools.alert_topics import read_alerts
+
+    if args.since is None or args.until is None:
+        print("clientpulse compare --live-vs-shadow: give --since and --until (the period to compare)", file=sys.stderr)
+        return 2
+    if args.events is not None:
+        print("clientpulse compare --live-vs-shadow reads the two alert topics: give no history file", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    paths: list[Path] = args.rules or [settings.rules_path, settings.rules_path]
+    if len(paths) != 2:
+        print("clientpulse compare --live-vs-shadow: give no --rules, or two (live, then candidate)", file=sys.stderr)
+        return 2
+    try:
+        rules = [load_rules(p) for p in paths]
+    except RulesError as exc:
+        print(f"clientpulse: {exc}", file=sys.stderr)
+        return 2
+    labels = None
+    if args.labels is not None:
+        try:
+            labels = read_labels(args.labels)
+        except LabelsError as exc:
+            print(f"clientpulse compare: {exc}", file=sys.stderr)
+            return 2
+    topics = (settings.alerts_topic, settings.shadow_alerts_topic)
+    try:
+        alerts = [read_alerts(settings, topic, args.since, args.until) for topic in topics]
+    except (ConfigError, ValueError) as exc:
+        print(f"clientpulse compare: {exc}", file=sys.stderr)
+        return 2
+    sides = [
+        side(found, ruleset, clock_end=args.until, rule_version=_version_of(found))
+        for found, ruleset in zip(alerts, rules, strict=True)
+    ]
+    period = (args.since.astimezone(rules[0].timezone).date(), args.until.astimezone(rules[0].timezone).date())
+    comparison = compare(
+        sides[0], sides[1], timezone=rules[0].timezone, labels=labels, period=period, examples=args.examples
+    )
+    window = f"{args.since.isoformat()} to {args.until.isoformat()}"
+    comparison.extra.update(
+        {
+            "examples_per_type": args.examples,
+            "live_vs_shadow": {
+                "a": topics[0],
+                "b": topics[1],
+                "since": args.since.isoformat(),
+                "until": args.until.isoformat(),
+            },
+        }
+    )
+    about = About(
+        f"{topics[0]} (live)",
+        f"{topics[1]} (shadow)",
+        f"alerts that occurred from {window}",
+        str(args.labels) if args.labels is not None else None,
+    )
+    sys.stdout.write(render_text(comparison, about, args.lang))
+    sys.stdout.flush()
+    if args.json is not None:
+        args.json.write_bytes(orjson.dumps(comparison.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
+    if args.html is not None:
+        args.html.write_text(render_html(comparison, about, args.lang), encoding="utf-8")
+        print(f"wrote {args.html}", file=sys.stderr)
+    return 0
+
+
+def _version_of(alerts: Sequence[dict[str, Any]]) -> str | None:
+    """The rules version the topic's alerts carry (the last one, if it changed within the period)."""
+    return str(alerts[-1].get("rule_version")) if alerts and alerts[-1].get("rule_version") else None

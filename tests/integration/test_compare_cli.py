@@ -211,3 +211,15 @@ def test_labels_exported_from_the_store_say_which_useful_alerts_b_would_lose(
     lines = proc.stdout.split("Known outcomes (labels)", 1)[1].splitlines()
     row = next(line for line in lines if line.strip().startswith("Large outflow"))
     assert row.split()[4:6] == ["2", "2"], "labelled, raised by A, then useful lost and not useful dropped"
+
+
+def test_compare_over_two_processes_reports_what_one_does(run: Run, tmp_path: Path) -> None:
+    report = tmp_path / "workers.json"
+    proc = cli(
+        "compare", str(run.events), "--rules", str(DEFAULT_RULES), "--rules", str(run.rules_b), "--json", str(report),
+        "--workers", "2",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sharded = orjson.loads(report.read_bytes())
+    for key in ("a", "b", "both", "only_in_a", "only_in_b", "per_rm_day"):
+        assert sharded[key] == run.report[key], key

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -72,3 +73,38 @@ def test_the_shadow_used_a_consumer_group_and_topics_of_its_own(shadow_run: Shad
     assert metric(before.shadow_metrics, "clientpulse_worker_info", **labels) == 1
     live_labels = {"app_id": live_id, "mode": "live", "alerts_topic": run.live.alerts_topic}
     assert metric(run.live_worker.metrics(), "clientpulse_worker_info", **live_labels) == 1
+
+
+def test_compare_live_vs_shadow_reports_the_doubled_limits(
+    shadow_run: ShadowRun, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import orjson
+
+    from streams import cli, settings
+
+    run = shadow_run
+    monkeypatch.setattr(settings, "load_settings", lambda: run.live)
+    report, page = tmp_path / "live-vs-shadow.json", tmp_path / "live-vs-shadow.html"
+    period = ["--since", SINCE.isoformat(), "--until", UNTIL.isoformat()]
+    rules = ["--rules", str(DEFAULT_RULES), "--rules", str(run.candidate)]
+    assert cli.main(["compare", "--live-vs-shadow", *period, *rules, "--json", str(report), "--html", str(page)]) == 0
+    text = capsys.readouterr().out
+    data = orjson.loads(report.read_bytes())
+    live = read_alerts(run.live, run.live.alerts_topic, SINCE, UNTIL)
+    shadow = read_alerts(run.live, run.live.shadow_alerts_topic, SINCE, UNTIL)
+    assert data["a"]["alerts"] == len(live) and data["b"]["alerts"] == len(shadow)
+    assert data["a"]["by_type"]["large_outflow"] == len(BETWEEN) + len(ABOVE)
+    assert data["b"]["by_type"]["large_outflow"] == len(ABOVE)
+    live_ids, shadow_ids = {a["alert_id"] for a in live}, {a["alert_id"] for a in shadow}
+    assert (data["both"], data["only_in_a"], data["only_in_b"]) == (
+        len(live_ids & shadow_ids),
+        len(live_ids - shadow_ids),
+        len(shadow_ids - live_ids),
+    )
+    lost = {a["client_id"] for a in live if a["alert_id"] not in shadow_ids and a["type"] == "large_outflow"}
+    assert lost == set(BETWEEN), "the outflows between the two limits are the ones the candidate drops"
+    assert data["b"]["rule_version"] == load_rules(run.candidate).rule_version
+    assert run.live.shadow_alerts_topic in text and "<svg" in page.read_text(encoding="utf-8")
+    # Without a period the command says what is missing.
+    assert cli.main(["compare", "--live-vs-shadow", "--since", SINCE.isoformat()]) == 2
+    assert "--since and --until" in capsys.readouterr().err
