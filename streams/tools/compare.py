@@ -502,18 +502,10 @@ def run_compare(args: argparse.Namespace) -> int:
     if args.examples < 0:
         print("clientpulse compare: --examples must be 0 or more", file=sys.stderr)
         return 2
-    try:
-        rules = [load_rules(p) for p in paths]
-    except RulesError as exc:
-        print(f"clientpulse: {exc}", file=sys.stderr)
+    inputs = _rules_and_labels(paths, args.labels)
+    if inputs is None:
         return 2
-    labels = None
-    if args.labels is not None:
-        try:
-            labels = read_labels(args.labels)
-        except LabelsError as exc:
-            print(f"clientpulse compare: {exc}", file=sys.stderr)
-            return 2
+    rules, labels = inputs
     tune_gc()
     detected_at = datetime.now(UTC)
     replayed: list[Replayed] = []
@@ -554,14 +546,7 @@ def run_compare(args: argparse.Namespace) -> int:
         f"{args.events}, {records:,} records; clock ended at {clock}",
         str(args.labels) if args.labels is not None else None,
     )
-    sys.stdout.write(render_text(comparison, about, args.lang))
-    sys.stdout.flush()
-    if args.json is not None:
-        args.json.write_bytes(orjson.dumps(comparison.as_json(), option=orjson.OPT_INDENT_2) + b"\n")
-    if args.html is not None:
-        args.html.write_text(render_html(comparison, about, args.lang), encoding="utf-8")
-        print(f"wrote {args.html}", file=sys.stderr)
-    return 0
+    return _write_reports(comparison, about, args)
 
 
 def run_live_vs_shadow(args: argparse.Namespace) -> int:
@@ -588,18 +573,10 @@ def run_live_vs_shadow(args: argparse.Namespace) -> int:
     if len(paths) != 2:
         print("clientpulse compare --live-vs-shadow: give no --rules, or two (live, then candidate)", file=sys.stderr)
         return 2
-    try:
-        rules = [load_rules(p) for p in paths]
-    except RulesError as exc:
-        print(f"clientpulse: {exc}", file=sys.stderr)
+    inputs = _rules_and_labels(paths, args.labels)
+    if inputs is None:
         return 2
-    labels = None
-    if args.labels is not None:
-        try:
-            labels = read_labels(args.labels)
-        except LabelsError as exc:
-            print(f"clientpulse compare: {exc}", file=sys.stderr)
-            return 2
+    rules, labels = inputs
     topics = (settings.alerts_topic, settings.shadow_alerts_topic)
     try:
         alerts = [read_alerts(settings, topic, args.since, args.until) for topic in topics]
@@ -632,6 +609,34 @@ def run_live_vs_shadow(args: argparse.Namespace) -> int:
         f"alerts that occurred from {window}",
         str(args.labels) if args.labels is not None else None,
     )
+    return _write_reports(comparison, about, args)
+
+
+def _version_of(alerts: Sequence[dict[str, Any]]) -> str | None:
+    """The rules version the topic's alerts carry (the last one, if it changed within the period)."""
+    return str(alerts[-1].get("rule_version")) if alerts and alerts[-1].get("rule_version") else None
+
+
+def _rules_and_labels(
+    paths: Sequence[Path], labels_path: Path | None
+) -> tuple[list[Ruleset], list[Label] | None] | None:
+    """The two rules files and the labels file read, or None once what is wrong has been said."""
+    try:
+        rules = [load_rules(p) for p in paths]
+    except RulesError as exc:
+        print(f"clientpulse: {exc}", file=sys.stderr)
+        return None
+    if labels_path is None:
+        return rules, None
+    try:
+        return rules, read_labels(labels_path)
+    except LabelsError as exc:
+        print(f"clientpulse compare: {exc}", file=sys.stderr)
+        return None
+
+
+def _write_reports(comparison: Comparison, about: About, args: argparse.Namespace) -> int:
+    """The text report on stdout, and the JSON and HTML files asked for."""
     sys.stdout.write(render_text(comparison, about, args.lang))
     sys.stdout.flush()
     if args.json is not None:
@@ -640,8 +645,3 @@ def run_live_vs_shadow(args: argparse.Namespace) -> int:
         args.html.write_text(render_html(comparison, about, args.lang), encoding="utf-8")
         print(f"wrote {args.html}", file=sys.stderr)
     return 0
-
-
-def _version_of(alerts: Sequence[dict[str, Any]]) -> str | None:
-    """The rules version the topic's alerts carry (the last one, if it changed within the period)."""
-    return str(alerts[-1].get("rule_version")) if alerts and alerts[-1].get("rule_version") else None
