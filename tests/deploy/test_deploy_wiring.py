@@ -845,3 +845,35 @@ def test_operations_doc_covers_every_setting_metric_and_alert() -> None:
     for rule in alert_rules():
         assert rule["alert"] in doc, f"alert {rule['alert']} is not documented"
     assert "docker compose up" in doc
+
+
+def test_k8s_replay_jobs_run_every_shard_once_and_merge_them() -> None:
+    from streams.cli import build_parser
+
+    replay = K8S / "replay"
+    (shards,) = load_all(replay / "backtest-job.yaml")
+    (merge,) = load_all(replay / "merge-job.yaml")
+    spec = shards["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+    (container,) = spec["template"]["spec"]["containers"]
+    (index,) = [e for e in container["env"] if e["name"] == "SHARD"]
+    assert "job-completion-index" in index["valueFrom"]["fieldRef"]["fieldPath"]
+    args = container["args"]
+    assert args[args.index("--shard") + 1] == f"$(SHARD)/{spec['completions']}"
+    rules = {d["metadata"]["name"]: d for d in load_all(K8S / "rules.yaml")}["clientpulse-rules"]
+    for job in (shards, merge):
+        pod = job["spec"]["template"]["spec"]
+        (c,) = pod["containers"]
+        mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+        rules_file = c["args"][c["args"].index("--rules") + 1]
+        assert rules_file == f"{mounts['rules']}/default.yaml" and "default.yaml" in rules["data"]
+        assert {v["name"] for v in pod["volumes"]} == {"replay", "rules"}
+    # Every shard's arguments, and the merge's, are ones the command line takes.
+    parser = build_parser()
+    for k in range(spec["completions"]):
+        parsed = parser.parse_args([a.replace("$(SHARD)", str(k)) for a in args])
+        assert parsed.command == "backtest"
+    assert parser.parse_args(merge["spec"]["template"]["spec"]["containers"][0]["args"]).command == "backtest-merge"
+    # Not in the base: a deploy never starts a replay.
+    base = load_all(K8S / "kustomization.yaml")[0]
+    assert not any("replay" in str(r) for r in base.get("resources", []))
