@@ -63,52 +63,70 @@ def run_backtest(
         assert out_dir is not None
         return _run_shard(events, rules, shard, out_dir, until, detected)
     run = ReplayRun(events, rules, workers, until, detected)
-    notifier = NotifyReplay(rules) if notifications is not None else None
-    notified = open(notifications, "wb") if notifications is not None else None  # noqa: SIM115
-    sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
+    outputs = ReplayOutputs(rules, out, notifications)
     refused: UntilBeforeEvents | None = None
     try:
         for raw, alert in run.alerts():
-            sink.write(raw + b"\n")
-            if notifier is not None and notified is not None:
-                # One alert at a time, in the order the replay raises them: what the notifier's
-                # partition log would hold.
-                notify(notifier, notified, alert if alert is not None else Alert.model_validate_json(raw))
-        if notifier is not None and notified is not None:
-            notify_finish(notifier, notified, run.clock)
+            outputs.alert(raw, alert)
+        outputs.finish(run.clock)
     except UntilBeforeEvents as exc:
         refused = exc
     except OSError as exc:
         print(f"clientpulse: cannot read {events}: {exc.strerror}", file=sys.stderr)
         return 2
     finally:
-        if out:
-            sink.close()
-        else:
-            sink.flush()
-        if notified is not None:
-            notified.close()
+        outputs.close()
     if refused is not None:
-        for partial in (out, notifications):
-            if partial:
-                partial.unlink(missing_ok=True)  # a partial result is no result
+        outputs.discard()
         assert until is not None
         say_until_refused(until, refused)
         return 2
-    report(rules, run.summary, run.clock, run.events_clock, notifier, workers)
+    report(rules, run.summary, run.clock, run.events_clock, outputs.notifier, workers)
     if summary_path:
         write_summary(summary_path, rules, run.summary, run.clock, run.events_clock, detected, workers)
     return 0
 
 
-def notify(notifier: NotifyReplay, sink: BinaryIO, alert: Alert) -> None:
-    for output in notifier.feed([alert]):
-        sink.write(dumps(output.record(full=False)) + b"\n")
+class ReplayOutputs:
+    """Where a replay's results go: the alerts to a file or stdout, and, if asked, the notifier's pushes and digests.
 
+    The notifier takes one alert at a time, in the order the replay raises
+    them: what the notifier's partition log would hold. A refused or broken
+    run calls `discard`: a partial result is no result.
+    """
 
-def notify_finish(notifier: NotifyReplay, sink: BinaryIO, clock: int) -> None:
-    for output in notifier.finish(clock):
-        sink.write(dumps(output.record(full=False)) + b"\n")
+    def __init__(self, rules: Ruleset, out: Path | None, notifications: Path | None) -> None:
+        self.out, self.notifications = out, notifications
+        self.notifier = NotifyReplay(rules) if notifications is not None else None
+        self._sink: BinaryIO = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
+        self._notified = open(notifications, "wb") if notifications is not None else None  # noqa: SIM115
+
+    def alert(self, raw: bytes, alert: Alert | None = None) -> None:
+        """One alert as its JSON bytes (and its model when the caller has it, to spare decoding them again)."""
+        self._sink.write(raw + b"\n")
+        if self.notifier is not None and self._notified is not None:
+            model = alert if alert is not None else Alert.model_validate_json(raw)
+            for output in self.notifier.feed([model]):
+                self._notified.write(dumps(output.record(full=False)) + b"\n")
+
+    def finish(self, clock: int) -> None:
+        """The digests due by the replay's final clock."""
+        if self.notifier is not None and self._notified is not None:
+            for output in self.notifier.finish(clock):
+                self._notified.write(dumps(output.record(full=False)) + b"\n")
+
+    def close(self) -> None:
+        if self.out:
+            self._sink.close()
+        else:
+            self._sink.flush()
+        if self._notified is not None:
+            self._notified.close()
+
+    def discard(self) -> None:
+        for partial in (self.out, self.notifications):
+            if partial:
+                partial.unlink(missing_ok=True)
 
 
 def say_until_refused(until: datetime, refused: UntilBeforeEvents) -> None:

@@ -19,14 +19,11 @@ from typing import Any
 
 import orjson
 
-from handlers.notify import NotifyReplay
 from handlers.replay import ReplaySummary
-from schemas.alerts import Alert
 from streams.tools.backtest import (
     SHARD_FORMAT,
+    ReplayOutputs,
     load_rules_or_say,
-    notify,
-    notify_finish,
     pairs,
     read_jsonl,
     report,
@@ -154,36 +151,24 @@ def run_backtest_merge(
         )
         return 2
     streams = [pairs(read_jsonl(s.file("order_file")), read_jsonl(s.file("alerts_file"))) for s in shards]
-    notifier = NotifyReplay(rules) if notifications is not None else None
     clock = max(int(s.document["clock_us"]) for s in shards)
     events_clock = max(int(s.document["events_clock_us"]) for s in shards)
     written = 0
-    sink = open(out, "wb") if out else sys.stdout.buffer  # noqa: SIM115
-    notified = open(notifications, "wb") if notifications is not None else None  # noqa: SIM115
+    outputs = ReplayOutputs(rules, out, notifications)
     try:
         for _order, raw in heapq.merge(*streams, key=itemgetter(0)):
-            sink.write(raw + b"\n")
+            outputs.alert(raw)
             written += 1
-            if notifier is not None and notified is not None:
-                notify(notifier, notified, Alert.model_validate_json(raw))
-        if notifier is not None and notified is not None:
-            notify_finish(notifier, notified, clock)
+        outputs.finish(clock)
     except ValueError:  # zip(strict=True): an alerts file and its order file disagree
         written = -1
     finally:
-        if out:
-            sink.close()
-        else:
-            sink.flush()
-        if notified is not None:
-            notified.close()
+        outputs.close()
     summary = ReplaySummary()
     for shard in shards:
         summary.merge(ReplaySummary.from_json(shard.document["summary"]))
     if written != summary.alerts:
-        for partial in (out, notifications):
-            if partial:
-                partial.unlink(missing_ok=True)  # a partial result is no result
+        outputs.discard()
         held = "alerts files and order files of different lengths" if written < 0 else f"{written} alerts"
         print(
             f"clientpulse: backtest-merge refused: the shards' files hold {held}, their summaries count "
@@ -191,7 +176,7 @@ def run_backtest_merge(
             file=sys.stderr,
         )
         return 2
-    report(rules, summary, clock, events_clock, notifier, len(shards))
+    report(rules, summary, clock, events_clock, outputs.notifier, len(shards))
     if summary_path:
         write_summary(
             summary_path,
