@@ -7,7 +7,7 @@ from style attributes) and prints. Every text in a chart is escaped here.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from html import escape
 from typing import Any
 
@@ -53,12 +53,7 @@ def per_day_chart(report: Mapping[str, Any], labels: Mapping[str, str], title: s
                 f'<rect class="c{k % PALETTE}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}">'
                 f"<title>{escape(tip)}</title></rect>"
             )
-    label_every = max(1, len(days) // 6)
-    for i in range(0, len(days), label_every):
-        x = left + i * step + step / 2
-        parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{height - 10}" text-anchor="middle">{escape(days[i][5:])}</text>'
-        )
+    parts += _day_ticks(days, lambda i: left + i * step + step / 2, height - 10)
     for k, t in enumerate(types):
         col, row = k % 4, k // 4
         x, y = left + col * 170, height + 8 + row * 22
@@ -147,11 +142,7 @@ def line_chart(
                     f'<circle class="dot c{k % PALETTE}" cx="{x(i):.1f}" cy="{y(v):.1f}" r="2.5">'
                     f"<title>{escape(tip)}</title></circle>"
                 )
-    label_every = max(1, len(days) // 6)
-    for i in range(0, len(days), label_every):
-        parts.append(
-            f'<text class="tick" x="{x(i):.1f}" y="{base + 16}" text-anchor="middle">{escape(days[i][5:])}</text>'
-        )
+    parts += _day_ticks(days, x, base + 16)
     spacing = max(110, (width - left) // len(series))
     for k, (name, values) in enumerate(series):
         lx, ly = left + k * spacing, height - legend_h + 6
@@ -230,11 +221,15 @@ def difference_chart(days: Sequence[str], values: Sequence[float], title: str, *
             f'<rect class="{"c1" if v > 0 else "c0"}" x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{h:.1f}">'
             f"<title>{escape(f'{days[i]}: {sign}{_fmt(abs(v))}')}</title></rect>"
         )
-    label_every = max(1, len(days) // 6)
-    for i in range(0, len(days), label_every):
-        x = left + i * step + step / 2
-        parts.append(
-            f'<text class="tick" x="{x:.1f}" y="{height - 8}" text-anchor="middle">{escape(days[i][5:])}</text>'
-        )
+    parts += _day_ticks(days, lambda i: left + i * step + step / 2, height - 8)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _day_ticks(days: Sequence[str], x: Callable[[int], float], y: float) -> list[str]:
+    """About six labels under a chart's days (month-day), at the x of day i."""
+    every = max(1, len(days) // 6)
+    return [
+        f'<text class="tick" x="{x(i):.1f}" y="{y}" text-anchor="middle">{escape(days[i][5:])}</text>'
+        for i in range(0, len(days), every)
+    ]
