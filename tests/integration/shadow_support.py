@@ -38,6 +38,7 @@ from tests.support import (
     unique_prefix,
     wait_group_committed,
 )
+from tests.unit.builders import tx
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 BASE = NOW - timedelta(hours=3)
@@ -71,29 +72,23 @@ def _at(minutes: int) -> str:
     return (BASE + timedelta(minutes=minutes)).isoformat()
 
 
-def _tx(event_id: str, client: str, minutes: int, amount: str, direction: str, bank: str) -> dict[str, Any]:
-    return {
-        "event_id": event_id,
-        "client_id": client,
-        "occurred_at": _at(minutes),
-        "account_id": "acct-1",
-        "amount": amount,
-        "currency": "CNY",
-        "direction": direction,
-        "kind": "transfer",
-        "channel": "online",
-        "initiated_by": "customer",
-        "counterparty": {"bank": bank},
-    }
-
-
 def history() -> list[tuple[str, str, Any]]:
     """Each client's first transaction (a 20,000 deposit: it is classified mass), then one debit; one bad record."""
     records: list[tuple[str, str, Any]] = []
     for n, (client, amount) in enumerate({**BETWEEN, **ABOVE, **BELOW}.items()):
-        records.append(("bank.transactions.v1", client, _tx(f"d-{client}", client, n, "20000", "credit", "internal")))
         records.append(
-            ("bank.transactions.v1", client, _tx(f"w-{client}", client, 30 + n, amount, "debit", "external"))
+            (
+                "bank.transactions.v1",
+                client,
+                tx(_at(n), "20000", "credit", client=client, bank="internal", event_id=f"d-{client}"),
+            )
+        )
+        records.append(
+            (
+                "bank.transactions.v1",
+                client,
+                tx(_at(30 + n), amount, client=client, bank="external", event_id=f"w-{client}"),
+            )
         )
     records.append(("bank.transactions.v1", "c-bad", b"{not json"))
     return records
