@@ -487,6 +487,9 @@ def _replay_note(side_name: str, path: Path, replayed: Replayed) -> str:
 
 
 def run_compare(args: argparse.Namespace) -> int:
+    if args.examples < 0:
+        print("clientpulse compare: --examples must be 0 or more", file=sys.stderr)
+        return 2
     if args.live_vs_shadow:
         return run_live_vs_shadow(args)
     if args.events is None:
@@ -498,9 +501,6 @@ def run_compare(args: argparse.Namespace) -> int:
     paths: list[Path] = args.rules or []
     if len(paths) != 2:
         print("clientpulse compare: give exactly two rules files: --rules A.yaml --rules B.yaml", file=sys.stderr)
-        return 2
-    if args.examples < 0:
-        print("clientpulse compare: --examples must be 0 or more", file=sys.stderr)
         return 2
     inputs = _rules_and_labels(paths, args.labels)
     if inputs is None:

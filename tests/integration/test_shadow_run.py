@@ -108,3 +108,7 @@ def test_compare_live_vs_shadow_reports_the_doubled_limits(
     # Without a period the command says what is missing.
     assert cli.main(["compare", "--live-vs-shadow", "--since", SINCE.isoformat()]) == 2
     assert "--since and --until" in capsys.readouterr().err
+    assert cli.main(["compare", "--live-vs-shadow", *period, "--examples", "-1"]) == 2
+    assert "--examples must be 0 or more" in capsys.readouterr().err
+    assert cli.main(["compare", "--rules", str(DEFAULT_RULES), "--rules", str(run.candidate)]) == 2
+    assert "give the history" in capsys.readouterr().err
