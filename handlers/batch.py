@@ -151,13 +151,17 @@ class BatchProcessor:
         received_at: datetime,
         ticks: Mapping[int, int] | None = None,
         into: BatchResult | None = None,
+        catch_up: Callable[[int], None] | None = None,
     ) -> BatchResult:
         """Apply `records` in order, then sweep each partition in `ticks` (partition -> tick time, 0 for none).
 
         `wall_now` is the clock of the wall mode; `received_at` stamps dead
         letters and the alerts' detected_at. `into` is the (empty) result to
         fill: a caller that feeds `records` from a generator can see, between
-        two records, which alerts the previous one raised.
+        two records, which alerts the previous one raised. `catch_up(occurred)`
+        is asked, before each event, to bring the clock up to where records the
+        caller holds back would have taken it, as far as they reach beyond
+        `occurred` (event clock only).
         """
         rules = self.rules
         result = into if into is not None else BatchResult()
@@ -201,6 +205,8 @@ class BatchProcessor:
                 continue
             occurred = to_us(decoded.occurred_at)
             if event_clock:
+                if catch_up is not None:
+                    catch_up(occurred)
                 now = clocks.get(partition, 0)
                 if occurred > now:
                     clocks[partition] = now = occurred

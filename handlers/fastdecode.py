@@ -122,6 +122,18 @@ def _time(text: str) -> datetime:
     return value
 
 
+def stamp_us(text: str) -> int | None:
+    """The occurred_at (µs) an event with this `occurred_at` text has when it is valid, or None if unsure.
+
+    Exact where it answers: the contract model reads such text (RFC 3339,
+    years in range) to the same instant.
+    """
+    try:
+        return to_us(_time(text))
+    except _Unsure:
+        return None
+
+
 def _money(value: Amount, positive: bool) -> Decimal:
     if isinstance(value, bool):
         raise _Unsure

@@ -16,16 +16,19 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
+import msgspec
 import orjson
 
 from handlers.batch import BatchProcessor, BatchResult, Record
 from handlers.decode import decoded_time, kind_of_topic
 from handlers.due_index import DueIndex
+from handlers.fastdecode import stamp_us
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
@@ -198,8 +201,10 @@ class _Foreign:
 
     kind: EventKind
     key: bytes | None
-    value: object
-    """The parsed JSON value (None for a tombstone)."""
+    value: bytes | None
+    """The message bytes (None for a tombstone)."""
+    at: int | None = None
+    """Its occurred_at (µs) as the text reads, if it decodes; None where the text alone does not tell."""
 
 
 class Replay:
@@ -232,8 +237,9 @@ class Replay:
         self.index = _SweepIndex()
         self.processor.indexes[REPLAY_PARTITION] = self.index
         self.summary = ReplaySummary()
-        self._settled_text: object = None
-        """The occurred_at text of the last other shard's event read: events with that text cannot move the clock."""
+        self._held: list[_Foreign] = []
+        """Other shards' records read since the clock was last brought up to date (`_catch_up`)."""
+        self._last_stamp: tuple[str | None, int | None] = (None, None)
         self.events_clock = 0
         """The clock the events alone took the replay to (set by run_lines before the final sweep)."""
 
@@ -242,12 +248,24 @@ class Replay:
         """The replay's clock: the largest occurred_at so far (or the `until` it was finished at)."""
         return self.processor.clocks.get(REPLAY_PARTITION, 0)
 
-    def _run(self, records: Iterable[Record], until: int | None = None, into: BatchResult | None = None) -> list[Alert]:
+    def _run(
+        self,
+        records: Iterable[Record],
+        until: int | None = None,
+        into: BatchResult | None = None,
+        catch_up: Callable[[int], None] | None = None,
+    ) -> list[Alert]:
         if until is not None:
             result = self.processor.finish(until, self.states.get, self.detected_at)
         else:
             result = self.processor.process(
-                records, self.states.get, wall_now=0, received_at=self.detected_at, ticks=_SWEEP, into=into
+                records,
+                self.states.get,
+                wall_now=0,
+                received_at=self.detected_at,
+                ticks=_SWEEP,
+                into=into,
+                catch_up=catch_up,
             )
         summary, counts = self.summary, result.counts
         summary.events_by_topic.update(counts.consumed)
@@ -308,9 +326,9 @@ class Replay:
                     summary.problem(line_no, f"unknown topic {topic!r}")
                 continue
             if count == 1 or shard_of(key, count) == shard:
-                batch.append(Record(topic, REPLAY_PARTITION, line_no, key, value_bytes(value)))
+                batch.append(Record(topic, REPLAY_PARTITION, line_no, key, value))
             else:
-                batch.append(_Foreign(kind, key, value))
+                batch.append(self._foreign(kind, key, value))
             if len(batch) >= self.sweep_every:
                 yield from self._run_batch(batch, line_no)
                 batch = []
@@ -331,19 +349,19 @@ class Replay:
         """(line, alerts raised so far) after each record applied."""
 
         def records() -> Iterator[Record]:
-            clocks = self.processor.clocks
             alerts = result.alerts
+            held = self._held
             for item in batch:
                 if type(item) is Record:
                     yield item
                     ends.append((item.offset, len(alerts)))
                 else:
                     assert isinstance(item, _Foreign)
-                    at = self._foreign_time(item, clocks.get(REPLAY_PARTITION, 0))
-                    if at is not None:
-                        clocks[REPLAY_PARTITION] = at
+                    if item.value is not None:  # a tombstone or an empty message is never an event
+                        held.append(item)
+            self._catch_up(0)  # the sweep's clock
 
-        alerts = self._run(records(), into=result)
+        alerts = self._run(records(), into=result, catch_up=self._catch_up if self.shard.count > 1 else None)
         start = 0
         for line, end in ends:
             for i in range(start, end):
@@ -354,38 +372,106 @@ class Replay:
             alert = alerts[i]
             yield (last_line, 1, popped[alert.client_id], alert.client_id), alert
 
-    def _foreign_time(self, item: _Foreign, clock: int) -> int | None:
-        """The time another shard's record moves the clock to, or None if it does not move it.
+    def _foreign(self, kind: EventKind, key: bytes | None, value: bytes | None) -> _Foreign:
+        """Another shard's record, with the time its occurred_at text reads (one text is often read many times)."""
+        text = None if value is None else _stamp_text(value)
+        last_text, at = self._last_stamp
+        if text != last_text:
+            at = None if text is None else stamp_us(text)
+            self._last_stamp = (text, at)
+        return _Foreign(kind, key, value, at)
 
-        A record moves the clock when it decodes and is later than the clock.
-        Most are told apart by their `occurred_at` text alone; only one that
-        is later than the clock (or whose time is unusual) is decoded, as the
-        shard that owns it decodes it.
+    def _catch_up(self, occurred: int) -> None:
+        """Move the clock to the latest of the held records, other shards' ones, that decodes, if beyond `occurred`.
+
+        The processor asks this before each event of this shard, with the
+        event's time, and the batch before its sweep: the clock is then where
+        one process would have it. Only a held record later than both the
+        clock and `occurred` can matter, and of those only the latest that
+        decodes: they are decoded, latest first, until one does, as the shard
+        that owns them decodes them.
         """
-        value = item.value
-        if value is None:
-            return None  # a tombstone or an empty message: never an event
-        text = value.get("occurred_at") if isinstance(value, dict) else None
-        if text is not None and text == self._settled_text:
-            return None  # the time of an event already seen: the clock is there or later
-        at = decoded_time(item.kind, item.key, value_bytes(value), self.rules)
-        if at is None:
-            return None
-        self._settled_text = text
-        return at if at > clock else None
+        held = self._held
+        if not held:
+            return
+        clocks = self.processor.clocks
+        best = floor = max(occurred, clocks.get(REPLAY_PARTITION, 0))
+        later: list[tuple[int, _Foreign]] = []
+        rules = self.rules
+        for item in held:
+            at = item.at
+            if at is None:  # the text does not tell: decode it
+                decoded = decoded_time(item.kind, item.key, item.value, rules)
+                if decoded is not None and decoded > best:
+                    best = decoded
+            elif at > floor:
+                later.append((at, item))
+        held.clear()
+        later.sort(key=itemgetter(0), reverse=True)
+        for at, item in later:
+            if at <= best:
+                break
+            decoded = decoded_time(item.kind, item.key, item.value, rules)
+            if decoded is not None:
+                best = max(best, decoded)
+                break
+        if best > floor:
+            clocks[REPLAY_PARTITION] = best
 
 
-def value_bytes(value: object) -> bytes | None:
-    """A line's parsed "value" as the message bytes: a string as it is, JSON as orjson writes it."""
-    if isinstance(value, str):
-        return value.encode()
-    if value is None:
+class _Envelope(msgspec.Struct):
+    """A dump line as the fast path reads it: the value's JSON is kept as it is written, not parsed."""
+
+    topic: str
+    key: str | None = None
+    value: msgspec.Raw = msgspec.Raw(b"null")
+
+
+class _Stamp(msgspec.Struct):
+    occurred_at: str | None = None
+
+
+_ENVELOPE = msgspec.json.Decoder(_Envelope)
+_STAMP = msgspec.json.Decoder(_Stamp)
+_STRING = msgspec.json.Decoder(str)
+
+
+def _stamp_text(value: bytes) -> str | None:
+    """The occurred_at text of a message that is a JSON object, if it has one as a string."""
+    if value[:1] != b"{":
         return None
-    return orjson.dumps(value)
+    try:
+        return _STAMP.decode(value).occurred_at
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
 
 
-def parse_envelope(line: bytes | str) -> tuple[str, bytes | None, object] | str:
-    """(topic, key bytes, parsed value) of one dump line, or what is wrong with it (as `parse_line`)."""
+def parse_envelope(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | str:
+    """(topic, key bytes, value bytes) of one dump line, or what is wrong with it.
+
+    The value is the message: a JSON string gives its text, `null` (or no
+    value) a tombstone, anything else the bytes it is written with on the line,
+    as a producer would have sent them. Lines the fast reader refuses are read
+    again by `_parse_slowly`, which says what is wrong in the words of a JSON
+    parser.
+    """
+    try:
+        envelope = _ENVELOPE.decode(line)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return _parse_slowly(line)
+    key = envelope.key
+    raw = bytes(envelope.value)
+    first = raw[:1]
+    if first == b'"':
+        value: bytes | None = _STRING.decode(raw).encode()
+    elif first == b"n":
+        value = None
+    else:
+        value = raw
+    return envelope.topic, (key.encode() if key is not None else None), value
+
+
+def _parse_slowly(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | str:
     try:
         record = orjson.loads(line)
     except orjson.JSONDecodeError as exc:
@@ -398,13 +484,9 @@ def parse_envelope(line: bytes | str) -> tuple[str, bytes | None, object] | str:
     key = record.get("key")
     if key is not None and not isinstance(key, str):
         return '"key" must be a string or null'
-    return topic, (key.encode() if key is not None else None), record.get("value")
-
-
-def parse_line(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | str:
-    """(topic, key, value bytes) of one dump line, or what is wrong with it."""
-    parsed = parse_envelope(line)
-    if isinstance(parsed, str):
-        return parsed
-    topic, key, value = parsed
-    return topic, key, value_bytes(value)
+    value = record.get("value")
+    if isinstance(value, str):
+        message: bytes | None = value.encode()
+    else:
+        message = None if value is None else orjson.dumps(value)
+    return topic, (key.encode() if key is not None else None), message

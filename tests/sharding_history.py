@@ -3,9 +3,11 @@
 The synthetic bank's history (with snoozes) under tests/rules/thresholds.yaml
 raises every alert type, clock rules included. Into it go the lines that a
 shard must handle as one process does: an unreadable line, an unknown topic,
-a keyless record, a tombstone, an event that arrives after later ones, and a
-dead letter dated long after every event: were another shard to let it move
-its clock, that shard would sweep dormancies and birthdays too early.
+a keyless record, a tombstone, an event that arrives after later ones, events
+that arrive before their time (behind dead letters dated later still; one as a
+JSON string, with a time only the contract model reads), and a dead letter dated long after every event: were
+another shard to let it move its clock, that shard would sweep dormancies and
+birthdays too early.
 """
 
 from __future__ import annotations
@@ -52,4 +54,14 @@ def lines(events: int = 1500, clients: int = 60) -> list[bytes]:
         orjson.dumps({"topic": TRANSACTIONS, "key": None, "value": {**late_bad, "event_id": "keyless", "amount": "5"}}),
     )
     out.insert(len(out) // 2, orjson.dumps({"topic": CLIENTS, "key": "c-000003", "value": None}))
+    # Read at 45 % of the file, dated at 55 % and 90 %: the clock jumps ahead; the dead letters beside them must not.
+    for at, event_id, as_text in ((0.55, "arrives-early-1", False), (0.9, "arrives-early-2", True)):
+        ahead = orjson.loads(out[int(len(out) * at)])
+        value = {**ahead["value"], "event_id": event_id}
+        if as_text:
+            value["occurred_at"] = value["occurred_at"].replace("T", " ")
+        bad = {**late_bad, "event_id": f"{event_id}-bad", "client_id": ahead["key"]}
+        position = int(len(out) * 0.45)
+        out.insert(position, orjson.dumps({**ahead, "value": orjson.dumps(value).decode() if as_text else value}))
+        out.insert(position, orjson.dumps({"topic": TRANSACTIONS, "key": ahead["key"], "value": bad}))
     return out

@@ -8,7 +8,8 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from handlers.replay import Replay, UntilBeforeEvents
+from handlers.batch import Record
+from handlers.replay import Replay, UntilBeforeEvents, parse_envelope
 from handlers.ruleset import Ruleset
 from handlers.timeutil import to_us
 from schemas.alerts import Alert
@@ -72,3 +73,52 @@ def test_an_until_before_the_events_is_refused_and_a_later_one_moves_the_clock(r
     later = Replay(rules)
     list(later.run_lines(lines, UNTIL))
     assert later.events_clock < to_us(UNTIL) == later.watermark
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        # An object value is the message as written on the line (spacing, escapes), not re-serialized.
+        (
+            b'{"topic": "t", "key": "c-1", "value": {"a" : "\\u00e9", "n": 1.50}}',
+            ("t", b"c-1", b'{"a" : "\\u00e9", "n": 1.50}'),
+        ),
+        (b'{"value": {"a": 1}, "topic": "t"}', ("t", None, b'{"a": 1}')),
+        (
+            b'{"topic": "t", "key": "c-1", "value": "{\\"raw\\": \\"\\u00e9\\"}"}',
+            ("t", b"c-1", '{"raw": "é"}'.encode()),
+        ),
+        (b'{"topic": "t", "key": "c-1", "value": null}', ("t", b"c-1", None)),
+        (b'{"topic": "t", "key": "c-1"}', ("t", b"c-1", None)),
+        (b'{"topic": "t", "topic": "u", "value": 7}', ("u", None, b"7")),
+        (b"{broken", "not valid JSON: "),
+        (b'{"topic": "t", "value": {"a": tru}}', "not valid JSON: "),
+        (b'{"topic": "t", "value": "\\ud800"}', "not valid JSON: "),
+        (b"[1, 2]", "a line must be a JSON object"),
+        (b'{"key": "c-1"}', 'missing "topic"'),
+        (b'{"topic": 5}', 'missing "topic"'),
+        (b'{"topic": "t", "key": 5}', '"key" must be a string or null'),
+    ],
+)
+def test_a_dump_line_is_read_into_topic_key_and_message_bytes(line: bytes, expected: object) -> None:
+    parsed = parse_envelope(line)
+    if isinstance(expected, str):
+        assert isinstance(parsed, str) and parsed.startswith(expected)
+    else:
+        assert parsed == expected
+    assert parse_envelope(line.decode()) == parsed, "text lines read as their bytes do"
+
+
+def test_a_dead_letter_of_a_replay_keeps_the_message_as_written(rules: Ruleset) -> None:
+    line = b'{"topic": "bank.transactions.v1", "key": "c-1", "value": {"client_id" : "c-1", "amount": "x"}}'
+    parsed = parse_envelope(line)
+    assert not isinstance(parsed, str)
+    replay = Replay(rules)
+    result = replay.processor.process(
+        [Record("bank.transactions.v1", 0, 1, b"c-1", parsed[2])],
+        replay.states.get,
+        wall_now=0,
+        received_at=UNTIL,
+    )
+    ((_key, letter),) = result.dead_letters
+    assert letter.raw == '{"client_id" : "c-1", "amount": "x"}'
