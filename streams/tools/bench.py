@@ -1,7 +1,8 @@
 """`clientpulse bench`: throughput and latency measured in one run, on one broker.
 
 1. limit: raw aiokafka consume + JSON decode of the loaded input topics;
-2. backtest: the same events through the replay driver (no Kafka);
+2. backtest: the same events as a replay file through `clientpulse backtest`'s path (no Kafka), in one
+   process and sharded over two;
 3. stream: one worker draining the backlog with every rule and the state changelog;
 4. latency: event -> alert at a steady offered load;
 5. resources: worker peak RSS, and state recovery time after a restart;
@@ -31,13 +32,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # type: ignore[import-untyped]
 
-from handlers.replay import Replay
 from handlers.ruleset import load_rules
 from schemas.topics import INTERACTIONS
 from streams.gc_tuning import tune_gc
 from streams.kafka_client import client_kwargs
 from streams.settings import ENV_NAMES, Settings, load_settings
 from streams.tools.embedded import EmbeddedBroker, free_port, python_cmd, terminate_group
+from streams.tools.sharding import replay_file
 from streams.tools.synthetic import SyntheticBank, history
 from streams.topics import ensure_topics
 
@@ -50,6 +51,7 @@ class Figures:
     clients: int = 0
     limit_msgs_per_s: float = 0.0
     backtest_events_per_s: float = 0.0
+    backtest_2_workers_events_per_s: float = 0.0
     stream_events_per_s: float = 0.0
     stream_time_to_ready_s: float = 0.0
     latency_offered_per_s: float = 0.0
@@ -72,10 +74,16 @@ class Figures:
     def table(self) -> str:
         ratio_s = self.stream_events_per_s / self.limit_msgs_per_s if self.limit_msgs_per_s else 0.0
         ratio_b = self.backtest_events_per_s / self.limit_msgs_per_s if self.limit_msgs_per_s else 0.0
+        one = self.backtest_events_per_s
+        scaling = self.backtest_2_workers_events_per_s / one if one else 0.0
         rows = [
             ("events / clients", f"{self.events:,} / {self.clients:,}"),
             ("limit: raw consume + decode", f"{self.limit_msgs_per_s:,.0f} msg/s"),
-            ("backtest", f"{self.backtest_events_per_s:,.0f} events/s  ({ratio_b:.2f} of limit)"),
+            ("backtest, one process", f"{self.backtest_events_per_s:,.0f} events/s  ({ratio_b:.2f} of limit)"),
+            (
+                "backtest, --workers 2",
+                f"{self.backtest_2_workers_events_per_s:,.0f} events/s  ({scaling:.2f} times one process)",
+            ),
             ("stream, one worker", f"{self.stream_events_per_s:,.0f} events/s  ({ratio_s:.2f} of limit)"),
             ("worker time to ready", f"{self.stream_time_to_ready_s:.1f} s"),
             (
@@ -159,15 +167,31 @@ async def _raw_consume(settings: Settings, topics: list[str], expected: int) -> 
     return seen / (time.perf_counter() - started)
 
 
-def _backtest(records: list[tuple[str, bytes, bytes]]) -> tuple[float, int]:
+def _backtest(records: list[tuple[str, bytes, bytes]], workdir: Path) -> tuple[float, float, int]:
+    """Events/s of the replay of a dump of `records` in one process and in two, as `clientpulse backtest` runs it.
+
+    The clock runs from opening the file to the last alert as JSON; both runs
+    must give the same alerts.
+    """
     tune_gc()  # as `clientpulse backtest` runs
-    replay = Replay(load_rules(load_settings().rules_path))
-    started = time.perf_counter()
-    alerts = 0
-    for topic, key, value in records:
-        alerts += len(replay.feed_raw(topic, key, value))
-    alerts += len(replay.finish())
-    return len(records) / (time.perf_counter() - started), alerts
+    path = workdir / "history.jsonl"
+    with path.open("wb") as out:
+        for topic, key, value in records:
+            line = {"topic": topic, "key": key.decode(), "value": orjson.Fragment(value)}
+            out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+    rules = load_rules(load_settings().rules_path)
+    detected_at = datetime.now(UTC)
+    rates: list[float] = []
+    outcomes: list[list[bytes]] = []
+    for workers in (1, 2):
+        started = time.perf_counter()
+        outcome = replay_file(path, rules, workers=workers, detected_at=detected_at)
+        rates.append(len(records) / (time.perf_counter() - started))
+        outcomes.append(outcome.alerts)
+    if outcomes[0] != outcomes[1]:
+        raise RuntimeError("the backtest over two processes gave other alerts than one process")
+    path.unlink()
+    return rates[0], rates[1], len(outcomes[0])
 
 
 def _status(port: int) -> dict[str, Any]:
@@ -378,8 +402,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
         figures.limit_msgs_per_s = asyncio.run(_raw_consume(settings, list(settings.input_topics), len(records)))
         print(f"limit     {figures.limit_msgs_per_s:,.0f} msg/s", flush=True)
-        figures.backtest_events_per_s, figures.alerts_backtest = _backtest(records)
-        print(f"backtest  {figures.backtest_events_per_s:,.0f} events/s", flush=True)
+        one, two, figures.alerts_backtest = _backtest(records, workdir)
+        figures.backtest_events_per_s, figures.backtest_2_workers_events_per_s = one, two
+        print(f"backtest  {one:,.0f} events/s, {two:,.0f} with --workers 2", flush=True)
 
         worker = _Worker(env, workdir / "worker.log")
         figures.stream_time_to_ready_s = worker.start()

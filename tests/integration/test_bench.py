@@ -48,6 +48,7 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     for name in (
         "limit_msgs_per_s",
         "backtest_events_per_s",
+        "backtest_2_workers_events_per_s",
         "stream_events_per_s",
         "worker_peak_rss_mib",
         "recovery_s",
@@ -67,3 +68,4 @@ def test_quick_bench_reports_every_figure(tmp_path: Path) -> None:
     assert "notifier, one process" in proc.stdout
     assert figures["machine"]["cpus"] == os.cpu_count()
     assert "stream, one worker" in proc.stdout
+    assert "backtest, --workers 2" in proc.stdout
