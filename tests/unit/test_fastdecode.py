@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
-from handlers.fastdecode import fast_check, fast_decode
+from handlers.fastdecode import fast_check, fast_decode, stamp_us
 from handlers.timeutil import to_us
 from handlers.trusted import construct
 from schemas.events import ClientEvent, Counterparty, InteractionEvent, TransactionEvent
@@ -202,3 +204,54 @@ def test_trusted_construction_builds_what_validation_builds() -> None:
     assert type(built) is Counterparty
     assert built == Counterparty.model_validate(values)
     assert built.model_fields_set == {"bank", "name"} and built.model_dump() == values
+
+
+_VALID_TX = {
+    "event_id": "e-1",
+    "client_id": "c-1",
+    "account_id": "acct-1",
+    "amount": "5",
+    "currency": "CNY",
+    "direction": "debit",
+    "kind": "transfer",
+    "channel": "online",
+    "initiated_by": "customer",
+}
+_STAMPS = [
+    "2026-03-01T09:30:00+00:00",
+    "2026-03-01T23:59:59+00:00",
+    "2024-02-29T12:00:00+00:00",
+    "2026-03-01T09:30:00.250+00:00",
+    "2026-03-01T09:30:00Z",
+    "2026-03-01T17:30:00+08:00",
+    "2026-02-29T00:00:00+00:00",
+    "2026-13-01T00:00:00+00:00",
+    "2026-03-01T24:00:00+00:00",
+    "2026-03-01T09:60:00+00:00",
+    "2026-03-01T09:30:60+00:00",
+    "2026-03-01T0\u0663:30:00+00:00",
+    "2026-03-01T+9:30:00+00:00",
+    "2026-03-01T 9:30:00+00:00",
+    "2026-03-01 09:30:00+00:00",
+    "0001-03-01T09:30:00+00:00",
+]
+
+
+@pytest.mark.parametrize("text", _STAMPS)
+def test_a_time_read_from_its_text_is_the_contract_models_reading(text: str) -> None:
+    """stamp_us answers only where the contract model reads the same instant, the second time from its day cache."""
+    base = {**_VALID_TX, "occurred_at": text}
+    try:
+        expected: int | None = to_us(TransactionEvent.model_validate_json(json.dumps(base)).occurred_at)
+    except ValidationError:
+        expected = None
+    for _ in range(2):
+        got = stamp_us(text)
+        assert got is None or got == expected, "an answer is the contract model's"
+    assert (stamp_us(text) is None) == (expected is None or " " in text), "only an unusual spelling is left unsure"
+
+
+@given(st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1), timezones=st.just(UTC)))
+def test_every_time_written_as_the_dumps_write_it_is_read_from_its_digits(moment: datetime) -> None:
+    text = moment.replace(microsecond=0).isoformat()
+    assert stamp_us(text) == stamp_us(text) == to_us(moment.replace(microsecond=0))
