@@ -15,6 +15,7 @@ alerts as they come.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import heapq
 import multiprocessing
@@ -244,6 +245,9 @@ def _shard_main(
 ) -> None:
     """A worker process: replay one shard and send its alerts with their order keys, then its summary."""
     tune_gc()
+    # What the parent held when it forked stays alive here untouched: the collector need not walk it again
+    # and again (each walk also copies the pages it touches).
+    gc.freeze()
     replay = Replay(rules, detected_at=detected_at, shard=shard)
     until_us = None if until is None else to_us(until)
     chunk: list[tuple[OrderKey, bytes]] = []
