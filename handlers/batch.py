@@ -170,6 +170,7 @@ class BatchProcessor:
         event_clock = self.clock == "event"
         home = self.home_partition
         clocks = self.clocks
+        event_times = result.event_times
 
         for record in records:
             topic = record.topic
@@ -221,8 +222,9 @@ class BatchProcessor:
             if outcome.duplicate:
                 counts.duplicates[topic] += 1
             else:
-                result.event_times.append(occurred)
-            result.collect(outcome)
+                event_times.append(occurred)
+            if outcome.alerts or outcome.suppressed:
+                result.collect(outcome)
 
         for partition, tick in (ticks or {}).items():
             counts.sweeps += 1
@@ -255,11 +257,13 @@ class BatchProcessor:
         return now
 
     def _touch(self, result: BatchResult, client_id: str, partition: int, load: StateLoader) -> Touched:
-        if result.erased.pop(client_id, None) is not None:
+        if result.erased and result.erased.pop(client_id, None) is not None:
             state = ClientState(client_id)  # erased earlier in this batch: the stored state is gone
         else:
             state = load(client_id) or ClientState(client_id)
-        self._count_tier(partition, state.tier, None)
+        tier = state.tier
+        if tier is not None:
+            self.tiers[partition][tier] -= 1  # counted again in its tier after the write (`settle`)
         return Touched(state, partition)
 
     def _erase(self, result: BatchResult, client_id: str, partition: int, load: StateLoader) -> None:

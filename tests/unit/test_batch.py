@@ -60,6 +60,16 @@ def test_a_record_off_its_keys_partition_is_a_dead_letter_naming_the_producer_se
     assert good.dead_letters == [] and stored["c-1"].aum == 100_000
 
 
+def test_a_client_counts_once_in_its_tier_however_many_batches_touch_it(rules: Ruleset) -> None:
+    processor = BatchProcessor(rules, clock="event")
+    stored = Stored()
+    _run(processor, stored, _records(client_event(at(), "onboarded", rm_id="rm-1"), deposit(at(hours=1), "600000")))
+    for hours in (2, 3):
+        _run(processor, stored, _records(deposit(at(hours=hours), "10")))
+    totals = processor.tier_totals()
+    assert totals["platinum"] == 1 and sum(totals.values()) == 1, totals
+
+
 def test_a_tombstone_erases_the_client_and_its_due_clock_rules(rules: Ruleset) -> None:
     processor = BatchProcessor(rules, clock="event")
     stored = Stored()
