@@ -218,7 +218,7 @@ class BatchProcessor:
             entry = touched.get(client_id)
             if entry is None:
                 entry = touched[client_id] = self._touch(result, client_id, partition, load)
-            outcome = engine.apply(rules, entry.state, decoded, now, received_at)
+            outcome = engine.apply(rules, entry.state, decoded, occurred, now, received_at)
             if outcome.duplicate:
                 counts.duplicates[topic] += 1
             else:

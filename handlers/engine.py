@@ -24,15 +24,17 @@ RM_CONTACT_KINDS = frozenset({"visit", "call", "meeting"})
 MATURITY_MEMORY_DAYS = 60
 
 
-def apply(rules: Ruleset, state: ClientState, event: InputEvent, now: int, detected_at: datetime) -> Outcome:
-    """Fire what is due up to `now`, then apply `event`; a repeated event id changes nothing."""
+def apply(
+    rules: Ruleset, state: ClientState, event: InputEvent, occurred: int, now: int, detected_at: datetime
+) -> Outcome:
+    """Fire what is due up to `now`, then apply `event` (its occurred_at in µs: `occurred`); a repeated event id
+    changes nothing."""
     outcome = Outcome()
     if event.event_id in state.seen:
         outcome.duplicate = True
         return outcome
     ctx = AlertContext(rules, state, detected_at, outcome)
     clock_rules.advance(ctx, now)
-    occurred = to_us(event.occurred_at)
     _remember(rules, state, event.event_id, occurred)
     if isinstance(event, TransactionEvent):
         _apply_transaction(ctx, event, occurred)
