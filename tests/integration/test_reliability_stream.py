@@ -687,10 +687,10 @@ from streams.cli import main
 _apply = engine.apply
 
 
-def apply(rules, state, event, now, detected_at):
+def apply(rules, state, event, *args):
     if event.event_id == "boom":
         raise RuntimeError("injected failure applying event boom")
-    return _apply(rules, state, event, now, detected_at)
+    return _apply(rules, state, event, *args)
 
 
 engine.apply = apply
