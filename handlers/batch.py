@@ -261,9 +261,7 @@ class BatchProcessor:
             state = ClientState(client_id)  # erased earlier in this batch: the stored state is gone
         else:
             state = load(client_id) or ClientState(client_id)
-        tier = state.tier
-        if tier is not None:
-            self.tiers[partition][tier] -= 1  # counted again in its tier after the write (`settle`)
+        self._count_tier(partition, None, state.tier)  # counted again in its tier after the write (`settle`)
         return Touched(state, partition)
 
     def _erase(self, result: BatchResult, client_id: str, partition: int, load: StateLoader) -> None:

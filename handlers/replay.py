@@ -325,7 +325,7 @@ class Replay:
                     summary.bad_lines += 1
                     summary.problem(line_no, f"unknown topic {topic!r}")
                 continue
-            if count == 1 or (shard == 0 if key is None else zlib.crc32(key) % count == shard):  # `shard_of`
+            if count == 1 or shard_of(key, count) == shard:
                 batch.append(Record(topic, REPLAY_PARTITION, line_no, key, value))
             else:
                 batch.append(self._foreign(kind, key, value))
