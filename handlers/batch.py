@@ -21,7 +21,7 @@ clock tick are swept.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -138,6 +138,8 @@ class BatchProcessor:
         self.indexes: defaultdict[int, DueIndex] = defaultdict(DueIndex)
         self.clocks: dict[int, int] = {}
         """Event-time clock of each partition (event clock only)."""
+        self.topic_clocks: dict[tuple[str, int], int] = {}
+        """(topic, partition) -> the latest occurred_at read there (event clock, when the caller says what it reads)."""
         self.tiers: defaultdict[int, Counter[str]] = defaultdict(Counter)
         """Clients per tier of each partition."""
 
@@ -152,6 +154,7 @@ class BatchProcessor:
         ticks: Mapping[int, int] | None = None,
         into: BatchResult | None = None,
         catch_up: Callable[[int], None] | None = None,
+        reading: Mapping[int, Collection[str]] | None = None,
     ) -> BatchResult:
         """Apply `records` in order, then sweep each partition in `ticks` (partition -> tick time, 0 for none).
 
@@ -162,6 +165,13 @@ class BatchProcessor:
         is asked, before each event, to bring the clock up to where records the
         caller holds back would have taken it, as far as they reach beyond
         `occurred` (event clock only).
+
+        `reading` (event clock only) names, per partition, the input topics
+        whose records on it are still being read: the partition's clock then
+        goes no further than the latest time read on the one that is furthest
+        behind (its low watermark), so a topic drained ahead of the others
+        does not make the clients of the others look quiet. Each event still
+        fires its own client's due rules up to its own time first.
         """
         rules = self.rules
         result = into if into is not None else BatchResult()
@@ -209,9 +219,12 @@ class BatchProcessor:
                 if catch_up is not None:
                     catch_up(occurred)
                 now = clocks.get(partition, 0)
-                if occurred > now:
-                    clocks[partition] = now = occurred
+                moves_to = occurred if reading is None else self._low_watermark(topic, partition, occurred, reading)
+                if moves_to > now:
+                    clocks[partition] = now = moves_to
                     result.clocks_moved.add(partition)
+                if occurred > now:
+                    now = occurred
             else:
                 now = wall_now
             client_id = decoded.client_id
@@ -239,6 +252,23 @@ class BatchProcessor:
             state = entry.state
             self.indexes[entry.partition].note(client_id, engine.next_due(rules, state))
         return result
+
+    def _low_watermark(self, topic: str, partition: int, occurred: int, reading: Mapping[int, Collection[str]]) -> int:
+        """Where this record may take its partition's clock: the earliest of the latest times read on each topic
+        still being read there (0, no move, while one of them has given no time yet)."""
+        seen = self.topic_clocks
+        key = (topic, partition)
+        low = seen.get(key, 0)
+        if occurred > low:
+            seen[key] = low = occurred
+        for other in reading.get(partition, ()):
+            if other != topic:
+                latest = seen.get((other, partition))
+                if latest is None:
+                    return 0
+                if latest < low:
+                    low = latest
+        return low
 
     def finish(self, until: int, load: StateLoader, received_at: datetime) -> BatchResult:
         """Move every partition's clock to at least `until` and sweep (the end of a replay)."""
@@ -314,10 +344,13 @@ class BatchProcessor:
                 tiers[state.tier] += 1
 
     def keep_partitions(self, assigned: set[int]) -> None:
-        """Forget the due index and tier counts of partitions not owned here any more (clocks have their table)."""
+        """Forget the due index, tier counts and topic times of partitions not owned here any more (clocks have their
+        table)."""
         for table in (self.indexes, self.tiers):
             for partition in [p for p in table if p not in assigned]:
                 del table[partition]
+        for key in [k for k in self.topic_clocks if k[1] not in assigned]:
+            del self.topic_clocks[key]
 
 
 def _client_of(key: bytes) -> str | None:

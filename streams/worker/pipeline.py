@@ -46,6 +46,7 @@ from streams.faust_ext.recovery import EndOffsetProbe, FetchRecovery
 from streams.faust_ext.tables import RecoveredRecord, WorkerTable, worker_table
 from streams.settings import Settings, check_shadow
 from streams.worker.partitioning import KeyPartitions
+from streams.worker.reading import ReadingTracker
 
 log = logging.getLogger("clientpulse.worker")
 
@@ -117,6 +118,8 @@ class Pipeline:
         self.sender = BatchSender(self.app, self.partitions)
         self._partition_counts: dict[str, int] = {}
         self.processor = BatchProcessor(rules, clock=settings.clock, home_partition=self._home_partition)
+        self.reading = ReadingTracker()
+        self._input_topics = frozenset(settings.input_topics)
         self.cache = StateCache(self.states, settings.state_cache_size)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
         self._split: dict[bytes, dict[int, bytes | None]] = {}
@@ -220,9 +223,20 @@ class Pipeline:
     async def _on_rebalance_complete(self, *args: Any, **kwargs: Any) -> None:
         """Forget what was derived from the partitions this worker no longer owns."""
         self.processor.keep_partitions(self._assigned())
+        self.reading.clear()
         self.cache.clear()
         self._publish_tier_gauge()
         self.ready = True
+
+    def _reading(self, inputs: Sequence[Message]) -> dict[int, set[str]]:
+        """The input topics still being read on each partition (streams/worker/reading.py)."""
+        topics = self._input_topics
+        assigned = [(tp.topic, tp.partition) for tp in self.app.consumer.assignment() if tp.topic in topics]
+        return self.reading.batch(inputs, assigned, self._highwater, time.monotonic())
+
+    def _highwater(self, topic: str, partition: int) -> int | None:
+        end = self.app.consumer.highwater(TP(topic, partition))
+        return None if end is None else int(end)
 
     def _assigned(self) -> set[int]:
         return {tp.partition for tp in self.app.consumer.assignment() if tp.topic == self.settings.ticks_topic}
@@ -306,8 +320,9 @@ class Pipeline:
             else:
                 inputs.append(msg)
         received_at = datetime.now(UTC)
+        reading = self._reading(inputs) if self.settings.clock == "event" else None
         result = self.processor.process(
-            inputs, self.cache.load, wall_now=to_us(received_at), received_at=received_at, ticks=ticks
+            inputs, self.cache.load, wall_now=to_us(received_at), received_at=received_at, ticks=ticks, reading=reading
         )
         lag_now = time.time()
         metrics.observe_all(metrics.EVENT_LAG_SECONDS, (max(0.0, lag_now - t / 1e6) for t in result.event_times))

@@ -14,8 +14,8 @@ from handlers.batch import BatchProcessor, BatchResult, Record
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
-from schemas.topics import CLIENTS, TRANSACTIONS
-from tests.unit.builders import DETECTED_AT, at, client_event, deposit, record, tx
+from schemas.topics import CLIENTS, INTERACTIONS, TRANSACTIONS
+from tests.unit.builders import DETECTED_AT, at, client_event, deposit, interaction, record, tx
 
 HOME = 3
 
@@ -39,9 +39,13 @@ class Stored(dict[str, ClientState]):
 
 
 def _run(
-    processor: BatchProcessor, stored: Stored, records: list[Record], ticks: dict[int, int] | None = None
+    processor: BatchProcessor,
+    stored: Stored,
+    records: list[Record],
+    ticks: dict[int, int] | None = None,
+    reading: dict[int, set[str]] | None = None,
 ) -> BatchResult:
-    result = processor.process(records, stored.get, wall_now=0, received_at=DETECTED_AT, ticks=ticks)
+    result = processor.process(records, stored.get, wall_now=0, received_at=DETECTED_AT, ticks=ticks, reading=reading)
     stored.keep(result)
     processor.settle(result)
     return result
@@ -155,3 +159,67 @@ def test_records_are_applied_in_order_within_a_batch(rules: Ruleset) -> None:
     assert [a.type for a in result.alerts] == ["large_outflow", "aum_drain"]
     assert result.alerts[0].facts["limit"] == "100000.00"
     assert result.event_times == [to_us(at()), to_us(at() + timedelta(minutes=1))]
+
+
+_BUSY = [deposit(at(days=d), "100", client="c-1") for d in range(0, 361, 60)]
+_SPARSE = sorted(
+    [interaction(at(days=d), client="c-2") for d in (0, 90, 180, 270, 360)]
+    + [interaction(at(days=0, hours=1), client="c-3"), interaction(at(days=200), client="c-3")],
+    key=lambda value: str(value["occurred_at"]),
+)
+
+
+def _drain_sparse_topic_first(processor: BatchProcessor, with_reading: bool) -> list[tuple[str, str]]:
+    """A backlog read unevenly: a year of interactions in the first batch with one transaction, then the rest.
+
+    c-1 is active through transactions every 60 days, c-2 through interactions every 90 (dormancy: 100 days),
+    c-3 through interactions on days 0 and 200 (dormant in between). A tick sweeps after each batch.
+    """
+    stored = Stored()
+    busy = _records(*_BUSY)
+    first = _records(*_SPARSE) + busy[:1]
+    both = {HOME: {INTERACTIONS, TRANSACTIONS}} if with_reading else None
+    alerts = _run(processor, stored, first, ticks={HOME: 0}, reading=both).alerts
+    busy_only = {HOME: {TRANSACTIONS}} if with_reading else None
+    alerts += _run(processor, stored, busy[1:], ticks={HOME: 0}, reading=busy_only).alerts
+    alerts += _run(processor, stored, [], ticks={HOME: 0}).alerts
+    return [(a.client_id, a.type) for a in alerts]
+
+
+def test_a_topic_read_ahead_of_another_holds_the_clock_at_the_one_behind(rules: Ruleset) -> None:
+    processor = BatchProcessor(rules, clock="event")
+    raised = _drain_sparse_topic_first(processor, with_reading=True)
+    in_time_order = sorted(_BUSY + _SPARSE, key=lambda value: str(value["occurred_at"]))
+    replay, stored = BatchProcessor(rules, clock="event"), Stored()
+    replayed = _run(replay, stored, _records(*in_time_order), ticks={HOME: 0}).alerts
+    replayed += _run(replay, stored, [], ticks={HOME: 0}).alerts
+    # c-3's quiet 200 days (from its own event) and its quiet days since 200: what the time-ordered history raises.
+    assert sorted(raised) == sorted((a.client_id, a.type) for a in replayed)
+    assert sorted(raised) == [("c-3", "dormancy"), ("c-3", "dormancy"), ("c-3", "reactivation")]
+    assert processor.clocks[HOME] == to_us(at(days=360))
+
+
+def test_a_clock_that_takes_the_latest_time_of_any_topic_makes_the_slower_topics_clients_look_quiet(
+    rules: Ruleset,
+) -> None:
+    processor = BatchProcessor(rules, clock="event")
+    raised = _drain_sparse_topic_first(processor, with_reading=False)
+    assert ("c-1", "dormancy") in raised and ("c-1", "reactivation") in raised
+
+
+def test_a_topic_being_read_that_has_given_no_time_yet_holds_the_clock(rules: Ruleset) -> None:
+    processor = BatchProcessor(rules, clock="event")
+    stored = Stored()
+    onboard = _records(client_event(at(), "onboarded", client="c-2"))
+    reading = {HOME: {CLIENTS, TRANSACTIONS}}
+    _run(processor, stored, onboard, reading=reading)
+    assert HOME not in processor.clocks
+    later = _records(client_event(at(days=300), "profile_updated", client="c-9"))
+    assert _run(processor, stored, later, ticks={HOME: 0}, reading=reading).alerts == []
+    # Caught up on transactions: the clients topic alone moves the clock, and the sweep finds c-2 quiet.
+    swept = _run(processor, stored, [], ticks={HOME: 0}, reading={HOME: {CLIENTS}})
+    assert swept.alerts == []  # a sweep does not move the clock: no record has come since
+    again = _records(client_event(at(days=301), "profile_updated", client="c-9"))
+    moved = _run(processor, stored, again, ticks={HOME: 0}, reading={HOME: {CLIENTS}})
+    assert processor.clocks[HOME] == to_us(at(days=301))
+    assert ("c-2", "dormancy") in [(a.client_id, a.type) for a in moved.alerts]
