@@ -69,8 +69,9 @@ DESCRIPTIONS: dict[str, str] = {
     "one deployment, a shadow run's included, uses the same value.",
     "web_port": "Worker HTTP port: `/metrics`, `/healthz`, `/readyz`, `/status`.",
     "web_host": "Address the worker's HTTP server binds to.",
-    "clock": "`wall`: clock rules fire by the wall clock (live). `event`: by the largest `occurred_at` "
-    "seen per partition (replays, tests).",
+    "clock": "`wall`: clock rules fire by the wall clock (live). `event`: by each partition's event-time low "
+    "watermark, the topics' records applied in time order (replays of a backlog, tests; docs/rules.md, "
+    '"The clock").',
     "tick_seconds": "How often each worker sends a clock tick to its partitions (dormancy, overdue contact, "
     "maturity sweeps).",
     "batch_size": "Most input messages a worker processes as one batch (it takes what has been fetched, up to this many).",

@@ -149,6 +149,31 @@ def stamp_us(text: str) -> int | None:
     return to_us(value)
 
 
+class _Stamp(msgspec.Struct):
+    occurred_at: str | None = None
+
+
+_STAMP = msgspec.json.Decoder(_Stamp)
+
+
+def stamp_text(value: bytes) -> str | None:
+    """The occurred_at text of a message that is a JSON object, if it has one as a string."""
+    if value[:1] != b"{":
+        return None
+    try:
+        return _STAMP.decode(value).occurred_at
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None
+
+
+def message_time(value: bytes | None) -> int | None:
+    """The occurred_at (µs) of a message as its text reads, where `stamp_us` is sure of it; else None."""
+    if value is None:
+        return None
+    text = stamp_text(value)
+    return None if text is None else stamp_us(text)
+
+
 _MIDNIGHTS: dict[str, int] = {}
 """`YYYY-MM-DD` -> µs at midnight UTC, for days `_time` has read."""
 _MAX_MIDNIGHTS = 100_000

@@ -28,7 +28,7 @@ import orjson
 from handlers.batch import BatchProcessor, BatchResult, Record
 from handlers.decode import decoded_time, kind_of_topic
 from handlers.due_index import DueIndex
-from handlers.fastdecode import stamp_us
+from handlers.fastdecode import stamp_text, stamp_us
 from handlers.ruleset import Ruleset
 from handlers.state import ClientState
 from handlers.timeutil import to_us
@@ -374,7 +374,7 @@ class Replay:
 
     def _foreign(self, kind: EventKind, key: bytes | None, value: bytes | None) -> _Foreign:
         """Another shard's record, with the time its occurred_at text reads (one text is often read many times)."""
-        text = None if value is None else _stamp_text(value)
+        text = None if value is None else stamp_text(value)
         last_text, at = self._last_stamp
         if text != last_text:
             at = None if text is None else stamp_us(text)
@@ -427,23 +427,8 @@ class _Envelope(msgspec.Struct):
     value: msgspec.Raw = msgspec.Raw(b"null")
 
 
-class _Stamp(msgspec.Struct):
-    occurred_at: str | None = None
-
-
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
-_STAMP = msgspec.json.Decoder(_Stamp)
 _STRING = msgspec.json.Decoder(str)
-
-
-def _stamp_text(value: bytes) -> str | None:
-    """The occurred_at text of a message that is a JSON object, if it has one as a string."""
-    if value[:1] != b"{":
-        return None
-    try:
-        return _STAMP.decode(value).occurred_at
-    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
-        return None
 
 
 def parse_envelope(line: bytes | str) -> tuple[str, bytes | None, bytes | None] | str:

@@ -66,15 +66,19 @@ class Inbox:
             maxsize=max_fetches, flow_control=flow_control, clear_on_resume=True
         )
 
-    async def take(self, app: faust.App, max_messages: int) -> list[Message]:
+    async def take(self, app: faust.App, max_messages: int, timeout: float | None = None) -> list[Message]:
         """Wait for the next fetch, add those already waiting (up to `max_messages`) and track them.
 
         Messages of an older consumer generation, or taken while a rebalance has
         flow suspended, are dropped: they are fetched again from the committed offsets.
+        With a `timeout` (seconds), no fetch within it gives an empty list.
         """
         queue = self.queue
         while True:
-            messages = list(await queue.get())
+            try:
+                messages = list(await asyncio.wait_for(queue.get(), timeout))
+            except TimeoutError:
+                return []
             while len(messages) < max_messages and not queue.empty():
                 messages.extend(queue.get_nowait())
             if not app.flow_control.is_active():
@@ -94,6 +98,26 @@ class Inbox:
         ack = app.consumer.ack
         for message in messages:
             ack(message)
+
+
+def hold(messages: Iterable[Message]) -> None:
+    """Set tracked messages aside to be processed by a later batch (`ack_held` then acks them).
+
+    Marked acked without telling the consumer, as `withhold` does: a
+    rebalance or a stop does not wait for them, and their offsets are not
+    committable until they are acked. Dropped, they are read again from the
+    committed offsets.
+    """
+    for message in messages:
+        message.acked = True
+
+
+def ack_held(app: faust.App, messages: Iterable[Message]) -> None:
+    """Ack messages processed now, some of which a batch before had set aside (`hold`)."""
+    ack = app.consumer.ack
+    for message in messages:
+        message.acked = False
+        ack(message)
 
 
 def withhold(messages: Iterable[Message]) -> None:

@@ -40,11 +40,12 @@ from handlers.state import ClientState
 from handlers.timeutil import to_us
 from schemas.values import TIERS
 from streams import kafka_client, metrics
-from streams.faust_ext.inbox import Inbox, InboxApp, committed_offset, withhold
+from streams.faust_ext.inbox import Inbox, InboxApp, ack_held, committed_offset, hold, withhold
 from streams.faust_ext.producer import BatchSender
 from streams.faust_ext.recovery import EndOffsetProbe, FetchRecovery
 from streams.faust_ext.tables import RecoveredRecord, WorkerTable, worker_table
 from streams.settings import Settings, check_shadow
+from streams.worker.alignment import Aligner
 from streams.worker.partitioning import KeyPartitions
 from streams.worker.reading import ReadingTracker
 
@@ -52,6 +53,7 @@ log = logging.getLogger("clientpulse.worker")
 
 STATE_TABLE = "client-state"
 CLOCK_TABLE = "partition-clock"
+HELD_WAKE_SECONDS = 1.0
 SNAPSHOT_CHUNK = 1000
 MAX_SPLIT_EXAMPLES = 5
 
@@ -119,6 +121,8 @@ class Pipeline:
         self._partition_counts: dict[str, int] = {}
         self.processor = BatchProcessor(rules, clock=settings.clock, home_partition=self._home_partition)
         self.reading = ReadingTracker()
+        self.aligner: Aligner[Message] = Aligner()
+        self._held_generation: int | None = None
         self._input_topics = frozenset(settings.input_topics)
         self.cache = StateCache(self.states, settings.state_cache_size)
         self._recovered: dict[int, set[bytes]] = defaultdict(set)
@@ -224,6 +228,7 @@ class Pipeline:
         """Forget what was derived from the partitions this worker no longer owns."""
         self.processor.keep_partitions(self._assigned())
         self.reading.clear()
+        self.aligner.clear()
         self.cache.clear()
         self._publish_tier_gauge()
         self.ready = True
@@ -289,23 +294,28 @@ class Pipeline:
         """Process the inbox's fetches in batches; the agent's stream only subscribes Faust to the topics."""
         app, inbox, batch_size = self.app, self.inbox, self.settings.batch_size
         while True:
-            messages = await inbox.take(app, batch_size)
+            # Records held back wait for a topic behind; a quiet spell must still release them.
+            messages = await inbox.take(app, batch_size, timeout=HELD_WAKE_SECONDS if self.aligner.count else None)
             try:
-                await self.process_batch(messages)
+                processed = await self.process_batch(messages)
             except BaseException:
                 withhold(messages)
+                withhold(self.aligner.held())
+                self.aligner.clear()
                 raise
-            inbox.ack(app, messages)
+            ack_held(app, processed)
 
-    async def process_batch(self, messages: Sequence[Message]) -> None:
+    async def process_batch(self, messages: Sequence[Message]) -> list[Message]:
+        """Process a batch; the messages processed (an event-time worker may hold some back for a later batch,
+        or process some a batch before held back)."""
         try:
-            await self._process_batch(messages)
+            return await self._process_batch(messages)
         except BaseException:
             # Cached states may hold changes that never reached the changelog.
             self.cache.clear()
             raise
 
-    async def _process_batch(self, messages: Sequence[Message]) -> None:
+    async def _process_batch(self, messages: Sequence[Message]) -> list[Message]:
         started = time.perf_counter()
         started_at = time.time()
         if self._recovered or self._split:
@@ -320,7 +330,17 @@ class Pipeline:
             else:
                 inputs.append(msg)
         received_at = datetime.now(UTC)
-        reading = self._reading(inputs) if self.settings.clock == "event" else None
+        processed = list(messages)
+        reading = None
+        if self.settings.clock == "event":
+            reading = self._reading(inputs)
+            generation = self.app.consumer_generation_id
+            if self._held_generation != generation:  # held records of an older assignment are read again
+                self.aligner.clear()
+                self._held_generation = generation
+            inputs = self.aligner.release(inputs, reading)
+            hold(self.aligner.held())
+            processed = [msg for msg in messages if msg.topic == ticks_topic] + inputs
         result = self.processor.process(
             inputs, self.cache.load, wall_now=to_us(received_at), received_at=received_at, ticks=ticks, reading=reading
         )
@@ -336,6 +356,7 @@ class Pipeline:
             self.busy_until = time.time()
         metrics.BATCH_SIZE.observe(len(messages))
         metrics.PROCESSING_SECONDS.observe(time.perf_counter() - started)
+        return processed
 
     async def _checkpoint(self, result: BatchResult) -> None:
         """The batch's outcomes, in the order that makes a crash at any point lose nothing.

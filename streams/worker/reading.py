@@ -7,14 +7,14 @@ latest time of any topic would then pass due times of clients whose events
 are still unread, and fire dormancies and reactivations that a replay of the
 same history does not. The batch processor therefore holds a partition's clock
 at the earliest of the latest times read on the topics still being read there
-(handlers/batch.py, `reading`); this module says which those are.
+(handlers/batch.py, `reading`), and holds back the records read ahead of them
+(streams/worker/alignment.py); this module says which those are.
 
-Every input topic partition the worker is assigned counts as being read while
-it has records in the batch, or while the offset read is below the high
-watermark of the last fetch (the worker fetches partitions at their own pace,
-and a fetch often brings a few partitions whole: a lagging one can be missing
-from several batches in a row), or, before it has brought anything, while its
-high watermark is unknown or above 0. One that has brought nothing for
+An input topic partition the worker is assigned counts as being read while
+the offset after the last record read is below the high watermark of the last
+fetch (it has records the worker has not seen, which may be older than those
+of the other topics), or, before it has brought a record, while that high
+watermark is unknown or above 0. One that has brought nothing for
 `IDLE_SECONDS` (since it was assigned, if it never has) counts as caught up
 whatever its high watermark says: a transaction marker at the end of a log
 (whose offset no record carries), a stale high watermark, or a partition a
@@ -71,10 +71,9 @@ class ReadingTracker:
         reading: dict[int, set[str]] = {}
         for tp in in_batch:
             brought[tp] = now
-            reading.setdefault(tp[1], set()).add(tp[0])
         idle_from = now - self.idle_seconds
         for tp in assigned:
-            if tp in in_batch or brought.setdefault(tp, now) < idle_from:
+            if brought.setdefault(tp, now) < idle_from:
                 continue
             end = highwater(*tp)
             read = nexts.get(tp)

@@ -8,7 +8,7 @@ from typing import Any
 
 from mode.utils.queues import FlowControlEvent
 
-from streams.faust_ext.inbox import Inbox, round_robin
+from streams.faust_ext.inbox import Inbox, ack_held, hold, round_robin
 
 
 @dataclass(eq=False)
@@ -28,8 +28,9 @@ class _Consumer:
         self.tracked.append(message.offset)
 
     def ack(self, message: _Message) -> None:
-        message.acked = True
-        self.acked.append(message.offset)
+        if not message.acked:  # as Faust's Consumer.ack: a message marked acked is not acked again
+            message.acked = True
+            self.acked.append(message.offset)
 
 
 @dataclass
@@ -94,6 +95,22 @@ async def test_waiting_fetches_are_joined_up_to_the_batch_size_and_tracked() -> 
     assert [m.offset for m in second] == [6, 7, 8]
     Inbox.ack(app, first)
     assert app.consumer.acked == [0, 1, 2, 3, 4, 5] and not any(m.acked for m in second)
+
+
+async def test_a_take_with_a_timeout_gives_nothing_when_no_fetch_comes_and_leaves_the_queue_as_it_was() -> None:
+    app, inbox = _setup()
+    assert await inbox.take(app, max_messages=5, timeout=0.01) == []
+    inbox.queue.put_nowait(_fetch(range(0, 2)))
+    assert [m.offset for m in await inbox.take(app, max_messages=5, timeout=0.01)] == [0, 1]
+
+
+def test_held_messages_are_acked_when_a_later_batch_processes_them() -> None:
+    app = _App(FlowControlEvent())
+    held, fresh = _fetch(range(0, 2)), _fetch(range(2, 3))
+    hold(held)
+    assert all(m.acked for m in held) and app.consumer.acked == []  # set aside: nothing committable yet
+    ack_held(app, held + fresh)  # type: ignore[arg-type]
+    assert app.consumer.acked == [0, 1, 2]
 
 
 async def test_messages_of_an_older_generation_are_dropped_untracked() -> None:

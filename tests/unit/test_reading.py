@@ -21,38 +21,30 @@ def _highwaters(ends: dict[tuple[str, int], int]) -> HighWater:
     return lambda topic, partition: ends.get((topic, partition))
 
 
-def test_topics_with_records_in_the_batch_are_being_read() -> None:
+def test_a_topic_partition_is_being_read_while_it_has_records_the_worker_has_not_seen() -> None:
     tracker = ReadingTracker()
-    reading = tracker.batch([Msg(TX, 0, 5), Msg(IX, 0, 2), Msg(TX, 1, 7)], [], _highwaters({}), now=0.0)
-    assert reading == {0: {TX, IX}, 1: {TX}}
+    ends = {(TX, 0): 100, (IX, 0): 3, (TX, 1): 8}
+    reading = tracker.batch([Msg(TX, 0, 5), Msg(IX, 0, 2), Msg(TX, 1, 7)], [*BOTH, (TX, 1)], _highwaters(ends), 0.0)
+    # Interactions and partition 1 are read to their high watermarks: only the transactions of 0 have more.
+    assert reading == {0: {TX}}
 
 
 def test_a_topic_partition_behind_its_high_watermark_is_being_read_until_it_has_been_idle_a_while() -> None:
     tracker = ReadingTracker(idle_seconds=10.0)
     ends = {(TX, 0): 100, (IX, 0): 3}
     tracker.batch([Msg(TX, 0, 10), Msg(IX, 0, 2)], BOTH, _highwaters(ends), now=0.0)
-    # The interactions are read to their end (offset 2, high watermark 3); the transactions are not.
-    assert tracker.batch([Msg(IX, 0, 3)], BOTH, _highwaters({**ends, (IX, 0): 4}), now=1.0) == {0: {TX, IX}}
+    assert tracker.batch([Msg(IX, 0, 3)], BOTH, _highwaters({**ends, (IX, 0): 5}), now=1.0) == {0: {TX, IX}}
     assert tracker.batch([], BOTH, _highwaters(ends), now=9.5) == {0: {TX}}
     # Nothing from the transactions for longer than the idle time: caught up as far as the clock is concerned.
-    assert tracker.batch([Msg(IX, 0, 4)], BOTH, _highwaters(ends), now=10.5) == {0: {IX}}
+    assert tracker.batch([Msg(IX, 0, 4)], BOTH, _highwaters(ends), now=10.5) == {}
 
 
-def test_an_assigned_partition_that_has_brought_nothing_yet_is_being_read_unless_it_is_empty() -> None:
+def test_an_assigned_partition_that_has_brought_nothing_yet_is_being_read_unless_it_is_empty_or_idle() -> None:
     tracker = ReadingTracker(idle_seconds=10.0)
-    # A fetch brought the interactions whole; the transactions' records are still to come.
-    first = tracker.batch([Msg(IX, 0, 0)], BOTH, _highwaters({(TX, 0): 500, (IX, 0): 1}), now=0.0)
-    assert first == {0: {TX, IX}}
-    assert tracker.batch([], BOTH, _highwaters({}), now=1.0) == {0: {TX}}  # no fetch has answered for it yet
-    assert tracker.batch([], BOTH, _highwaters({(TX, 0): 0}), now=2.0) == {}  # an empty partition
-    # Never a record in the idle time after it was assigned: a partition read to its end before a restart.
-    assert tracker.batch([], BOTH, _highwaters({(TX, 0): 500}), now=10.5) == {}
-
-
-def test_a_partition_read_to_its_high_watermark_is_caught_up() -> None:
-    tracker = ReadingTracker()
-    tracker.batch([Msg(TX, 0, 9), Msg(IX, 0, 1)], BOTH, _highwaters({}), now=0.0)
-    assert tracker.batch([Msg(IX, 0, 2)], BOTH, _highwaters({(TX, 0): 10}), now=1.0) == {0: {IX}}
+    assert tracker.batch([], [(TX, 0)], _highwaters({}), now=0.0) == {0: {TX}}  # no fetch has answered yet
+    assert tracker.batch([], [(TX, 0)], _highwaters({(TX, 0): 0}), now=1.0) == {}  # an empty partition
+    assert tracker.batch([], [(TX, 0)], _highwaters({(TX, 0): 500}), now=2.0) == {0: {TX}}
+    assert tracker.batch([], [(TX, 0)], _highwaters({(TX, 0): 500}), now=10.5) == {}
 
 
 def test_a_rebalance_forgets_what_was_read() -> None:
