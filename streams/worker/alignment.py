@@ -22,9 +22,11 @@ occurred_at as its text reads (handlers.fastdecode.message_time); a record
 without one (a tombstone, a message that will be a dead letter) goes with the
 record before it.
 
-Holding is bounded: past `max_held` records everything is released in the order
-it came (a topic that stays far behind must not make the worker hold a whole
-log in memory), which is the order a worker without alignment applies.
+Holding is bounded (a topic that stays far behind must not make the worker hold
+a whole log in memory): past `max_held` records, the earliest held are released
+as if every topic had been read up to their time, until half the limit is left,
+still in time order; only those can then come before a record of the topic
+behind.
 """
 
 from __future__ import annotations
@@ -83,8 +85,7 @@ class Aligner(Generic[M]):
                 latest[tp] = at
             queue.append((at, msg))
         self.count += len(messages)
-        if self.count > self.max_held:
-            return self._release_all(messages)
+        forced = self._forced_horizon() if self.count > self.max_held else None
         out: list[M] = []
         by_partition: dict[int, list[tuple[str, int]]] = {}
         for tp, queue in held.items():
@@ -93,6 +94,8 @@ class Aligner(Generic[M]):
         for partition, tps in by_partition.items():
             tps.sort(key=_tie_rank)
             horizon = self._horizon(partition, reading.get(partition, ()))
+            if forced is not None and horizon is not None and horizon < forced:
+                horizon = forced
             fronts = [self._front(held[tp], horizon) for tp in tps]
             out.extend(msg for _at, msg in heapq.merge(*fronts, key=_time))
         self.count -= len(out)
@@ -121,12 +124,10 @@ class Aligner(Generic[M]):
             front.append(queue.popleft())
         return front
 
-    def _release_all(self, messages: Sequence[M]) -> list[M]:
-        """Everything held, each topic partition in offset order, the held ones first."""
-        fresh = {id(msg) for msg in messages}
-        older = [msg for queue in self._held.values() for _at, msg in queue if id(msg) not in fresh]
-        self.clear(keep_latest=True)
-        return older + list(messages)
+    def _forced_horizon(self) -> int:
+        """The time up to which releasing everything held leaves no more than half the limit held."""
+        times = sorted(at for queue in self._held.values() for at, _msg in queue)
+        return times[len(times) - self.max_held // 2 - 1]
 
     def held(self) -> Iterator[M]:
         for queue in self._held.values():

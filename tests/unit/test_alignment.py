@@ -65,13 +65,14 @@ def test_a_topic_partition_is_released_only_from_its_front_in_offset_order() -> 
     assert [m for m in released if m.topic == IX] == sparse[1:]
 
 
-def test_past_the_limit_everything_held_is_released_in_the_order_it_came() -> None:
-    aligner: Aligner[Msg] = Aligner(max_held=3)
-    sparse = _msgs(IX, [5, 6, 7])
-    assert aligner.release(sparse, {0: {TX, IX}}) == []
-    busy = _msgs(TX, [1])
-    assert aligner.release(busy, {0: {TX, IX}}) == sparse + busy
-    assert aligner.count == 0 and list(aligner.held()) == []
+def test_past_the_limit_the_earliest_held_are_released_in_time_order_until_half_is_left() -> None:
+    aligner: Aligner[Msg] = Aligner(max_held=4)
+    sparse, other = _msgs(IX, [5, 6, 7]), _msgs(IX, [5.5, 8], partition=1)
+    released = aligner.release(sparse + other, {0: {TX, IX}, 1: {TX, IX}})
+    # Held past the limit of 4: the records up to day 6 go, in time order on each partition; two are left.
+    assert [m for m in released if m.partition == 0] == sparse[:2]
+    assert [m for m in released if m.partition == 1] == other[:1]
+    assert sorted(map(repr, aligner.held())) == sorted(map(repr, [sparse[2], other[1]])) and aligner.count == 2
 
 
 def test_clearing_drops_what_is_held() -> None:
