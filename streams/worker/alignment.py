@@ -34,8 +34,9 @@ from __future__ import annotations
 import heapq
 from collections import deque
 from collections.abc import Collection, Iterator, Mapping, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, TypeVar
 
+from handlers.batch import RecordLike
 from handlers.decode import kind_of_topic
 from handlers.fastdecode import message_time
 from schemas.topics import EventKind
@@ -43,18 +44,7 @@ from schemas.topics import EventKind
 MAX_HELD = 200_000
 
 
-class InputMessage(Protocol):
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def value(self) -> bytes | None: ...
-
-
-M = TypeVar("M", bound=InputMessage)
+M = TypeVar("M", bound=RecordLike)
 
 
 class Aligner(Generic[M]):
@@ -134,15 +124,14 @@ class Aligner(Generic[M]):
             for _at, msg in queue:
                 yield msg
 
-    def clear(self, keep_latest: bool = False) -> None:
+    def clear(self) -> None:
         """Drop what is held (a rebalance: the records are read again from the committed offsets)."""
         self._held.clear()
+        self._latest.clear()
         self.count = 0
-        if not keep_latest:
-            self._latest.clear()
 
 
-def _time(item: tuple[int, InputMessage]) -> int:
+def _time(item: tuple[int, RecordLike]) -> int:
     return item[0]
 
 

@@ -24,21 +24,13 @@ restarted worker had already read to its end cannot hold the clock for long.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Protocol
+
+from handlers.batch import RecordLike
 
 HighWater = Callable[[str, int], int | None]
 """The high watermark of (topic, partition) at the last fetch, None before one answered."""
 
 IDLE_SECONDS = 10.0
-
-
-class InputMessage(Protocol):
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
 
 
 class ReadingTracker:
@@ -53,7 +45,7 @@ class ReadingTracker:
 
     def batch(
         self,
-        messages: Iterable[InputMessage],
+        messages: Iterable[RecordLike],
         assigned: Iterable[tuple[str, int]],
         highwater: HighWater,
         now: float,
