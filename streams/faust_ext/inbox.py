@@ -108,8 +108,7 @@ def hold(messages: Iterable[Message]) -> None:
     committable until they are acked. Dropped, they are read again from the
     committed offsets.
     """
-    for message in messages:
-        message.acked = True
+    withhold(messages)
 
 
 def ack_held(app: faust.App, messages: Iterable[Message]) -> None:

@@ -338,8 +338,10 @@ class Pipeline:
             if self._held_generation != generation:  # held records of an older assignment are read again
                 self.aligner.clear()
                 self._held_generation = generation
-            inputs = self.aligner.release(inputs, reading)
-            hold(self.aligner.held())
+            fresh = inputs
+            inputs = self.aligner.release(fresh, reading)
+            released = {id(msg) for msg in inputs}
+            hold(msg for msg in fresh if id(msg) not in released)  # those held before are marked already
             processed = [msg for msg in messages if msg.topic == ticks_topic] + inputs
         result = self.processor.process(
             inputs, self.cache.load, wall_now=to_us(received_at), received_at=received_at, ticks=ticks, reading=reading
