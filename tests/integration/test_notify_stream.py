@@ -139,6 +139,19 @@ async def settle_notifier(broker: str, settings: Settings, until: datetime) -> N
     await wait_committed(broker, settings.notifier_app_id, settings.alerts_by_rm_topic, ticks)
 
 
+def group_story(logs: list[Path], topic: str) -> str:
+    """What each process's log says about its group membership: joins, assignments of `topic`, errors."""
+    words = ("Joined group", "Traceback", "ERROR", "raised")
+    out: list[str] = []
+    for path in logs:
+        out.append(f"-- {path.name}")
+        lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+        for line in lines:
+            if (topic in line and "|" in line) or any(w in line for w in words):
+                out.append(line[:200])
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- the stream and the backtest
 def one_rm_per_client(records: list[Record]) -> list[Record]:
     """Each client its own RM (every sixth none), and no RM changes: one RM's alerts come from one partition."""
@@ -330,7 +343,11 @@ def test_a_sigkilled_notifier_loses_and_doubles_no_decision(broker: str, tmp_pat
         start().wait_ready()
         kills = asyncio.run(feed())
         # Everything decided, then one more SIGKILL: the digests still due exist only in the recovered states.
-        asyncio.run(wait_decided(broker, settings))
+        try:
+            asyncio.run(wait_decided(broker, settings))
+        except AssertionError as exc:
+            story = group_story([n.log_path for n in notifiers], settings.alerts_topic)
+            raise AssertionError(f"seed {seed}, SIGKILL before alerts {kills}: {exc}\n{story}") from None
         notifiers[-1].kill()
         start().wait_ready(TIMEOUT)
         asyncio.run(settle_notifier(broker, settings, until))
