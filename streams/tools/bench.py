@@ -468,8 +468,8 @@ def run_bench(args: argparse.Namespace) -> int:
         worker.start()
         seconds = 5.0 if quick else 20.0
         latencies, _ = asyncio.run(_latency(live_settings, args.rate, seconds))
-        # The notifier's part, beside the same worker once it has taken the alerts above: measured with the
-        # worker's in one run, the two processes' share of the cores made the worker's figure the notifier's.
+        # Then the notifier's part, beside the same worker once it has taken the alerts above. Measured
+        # together, the notifier's share of the two cores showed in the worker's latency.
         live_notifier = _Worker(live_env, workdir / "notifier-live.log", "notifier")
         live_notifier.start()
         try:
