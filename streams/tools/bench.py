@@ -263,17 +263,6 @@ def _drain(worker: _Worker, expected: int, timeout: float) -> float:
     raise RuntimeError(f"worker processed {worker.processed()} of {expected} within {timeout:.0f}s")
 
 
-def _wait_decided(notifier: _Worker, alerts: int, timeout: float) -> None:
-    """Until the notifier has decided `alerts` alerts (or found them duplicates or stale)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = _status(notifier.port)
-        if sum(int(status.get(k, 0)) for k in ("decided", "duplicates", "stale")) >= alerts:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"notifier decided {_status(notifier.port)} of {alerts} alerts within {timeout:.0f}s")
-
-
 async def _end_total(settings: Settings, topic: str) -> int:
     """Records in `topic`: the sum of its partitions' high watermarks, as a fetch reports them."""
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, group_id=None)
@@ -290,17 +279,24 @@ async def _end_total(settings: Settings, topic: str) -> int:
         await consumer.stop()
 
 
-def _notify_all(notifier: _Worker, alerts: int, timeout: float) -> float:
-    """Alerts/s of a notifier taking `alerts` alerts from the start, by its own clock (first to last batch)."""
+def _all_decided(notifier: _Worker, alerts: int, timeout: float) -> dict[str, Any]:
+    """The notifier's status once it has re-keyed `alerts` alerts and decided every one it re-keyed
+    (or found it a duplicate or stale)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = _status(notifier.port)
         seen = sum(int(status.get(k, 0)) for k in ("decided", "duplicates", "stale"))
         if int(status.get("rekeyed", 0)) >= alerts and seen >= int(status.get("rekeyed", 0)):
-            span = float(status["busy_until"]) - float(status["busy_from"])
-            return alerts / span if span > 0 else float("nan")
+            return status
         time.sleep(0.05)
     raise RuntimeError(f"notifier decided {_status(notifier.port).get('decided')} of {alerts} within {timeout:.0f}s")
+
+
+def _notify_all(notifier: _Worker, alerts: int, timeout: float) -> float:
+    """Alerts/s of a notifier taking `alerts` alerts from the start, by its own clock (first to last batch)."""
+    status = _all_decided(notifier, alerts, timeout)
+    span = float(status["busy_until"]) - float(status["busy_from"])
+    return alerts / span if span > 0 else float("nan")
 
 
 async def _latency(settings: Settings, rate: float, seconds: float) -> tuple[list[float], list[float]]:
@@ -474,7 +470,7 @@ def run_bench(args: argparse.Namespace) -> int:
         live_notifier.start()
         try:
             backlog = asyncio.run(_end_total(live_settings, live_settings.alerts_topic))
-            _wait_decided(live_notifier, backlog, timeout=120.0)
+            _all_decided(live_notifier, backlog, timeout=120.0)
             _, added = asyncio.run(_latency(live_settings, args.rate, seconds))
         finally:
             live_notifier.stop()
