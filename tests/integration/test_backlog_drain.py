@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import orjson
 import pytest
 from aiokafka import AIOKafkaProducer  # type: ignore[import-untyped]
 
@@ -38,13 +37,13 @@ from tests.integration.test_equivalence import (
     START,
     UNTIL,
     _at,
+    alerts_after_ticks,
     comparable,
     difference,
     encode_lines,
     tick_every_partition,
-    wait_ticks_committed,
 )
-from tests.support import encode_records, make_settings, new_worker, produce, read_to_end, unique_prefix
+from tests.support import encode_records, make_settings, new_worker, produce, unique_prefix
 
 pytestmark = pytest.mark.broker
 
@@ -87,8 +86,7 @@ def test_a_worker_draining_a_backlog_gives_the_backtest_alerts(broker: str, rule
         drained = time.monotonic() - started
         assert status["processed"] == len(records), status
         ticks = asyncio.run(tick(settings))
-        asyncio.run(wait_ticks_committed(broker, settings.app_id, settings.ticks_topic, ticks))
-        streamed = [orjson.loads(r.value) for r in asyncio.run(read_to_end(broker, settings.alerts_topic))]
+        streamed = alerts_after_ticks(broker, settings, ticks)
     finally:
         worker.stop()
 

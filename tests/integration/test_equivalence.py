@@ -54,6 +54,7 @@ from handlers.ruleset import Ruleset
 from handlers.timeutil import to_us
 from schemas.alerts import NEVER_SNOOZED, Alert
 from schemas.topics import CONTROLS
+from streams.settings import Settings
 from streams.tools.synthetic import CLIENTS, TRANSACTIONS, Record, history
 from streams.topics import ensure_topics
 from tests.support import (
@@ -267,6 +268,12 @@ async def wait_ticks_committed(bootstrap: str, group: str, ticks_topic: str, end
             await asyncio.sleep(0.1)
 
 
+def alerts_after_ticks(bootstrap: str, settings: Settings, ticks: dict[int, int]) -> list[dict[str, Any]]:
+    """Every alert the worker published, read once it has committed the final ticks (the topic is then complete)."""
+    asyncio.run(wait_ticks_committed(bootstrap, settings.app_id, settings.ticks_topic, ticks))
+    return [orjson.loads(r.value) for r in asyncio.run(read_to_end(bootstrap, settings.alerts_topic))]
+
+
 def _at(record: Record) -> datetime:
     return datetime.fromisoformat(str(record[2]["occurred_at"]))
 
@@ -353,8 +360,7 @@ def test_worker_and_backtest_give_the_same_alerts(broker: str, rules: Ruleset, t
         started = time.monotonic()
         ticks = asyncio.run(feed_worker(broker, worker, prefix, plan.phases, settings.ticks_topic))
         fed = time.monotonic() - started
-        asyncio.run(wait_ticks_committed(broker, settings.app_id, settings.ticks_topic, ticks))
-        streamed = [orjson.loads(r.value) for r in asyncio.run(read_to_end(broker, settings.alerts_topic))]
+        streamed = alerts_after_ticks(broker, settings, ticks)
     finally:
         worker.stop()
 
